@@ -1,0 +1,1 @@
+"""Built-in filter plugins, one module each."""

@@ -1,0 +1,1 @@
+"""Built-in input plugins, one module each."""

@@ -1,0 +1,1 @@
+"""Built-in output plugins, one module each."""

@@ -1,0 +1,55 @@
+"""LOGEMU: syslog-like text lines (`Mmm dd HH:MM:SS host <print>`) in a file."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+from ulogpy.filesink import FileSink
+from ulogpy.keys import STRING, U32, keys
+from ulogpy.plugin import DataType, Option, OutputPlugin, PluginError
+
+
+class LOGEMU(OutputPlugin):
+    name = "LOGEMU"
+    description = "Syslog-emulation text file"
+    input_type = DataType.PACKET | DataType.FLOW
+    section_required = True
+    options = (
+        Option("file", str, "/var/log/ulogd_syslogemu.log", help="path of the log file"),
+        Option("sync", int, 0, help="1: every batch reaches the file at once"),
+    )
+    input_keys = keys(("print", STRING), ("oob.time.sec", U32, True))
+
+    def configure(self) -> None:
+        self.sink = FileSink(self.config.file, bool(self.config.sync), self.counters, str(self))
+        self.host = socket.gethostname().split(".", 1)[0]
+        self._stamp_sec = -1
+        self._stamp = ""
+
+    def start(self, loop) -> None:
+        try:
+            self.sink.open()
+        except OSError as exc:
+            raise PluginError(f"can't open syslogemu {self.sink.path}: {exc.strerror}") from None
+
+    def write(self, record: dict) -> None:
+        sec = record.get("oob.time.sec")
+        if sec is None:
+            sec = int(time.time())
+        if sec != self._stamp_sec:
+            self._stamp_sec = sec
+            self._stamp = time.strftime("%b %e %H:%M:%S ", time.localtime(sec)) + self.host + " "
+        self.sink.pending.append(self._stamp + record["print"])
+
+    def flush(self, force: bool = False) -> None:
+        self.sink.flush(force)
+
+    def signal(self, signum: int) -> None:
+        import signal as _signal
+
+        if signum == _signal.SIGHUP:
+            self.sink.reopen()
+
+    def stop(self) -> None:
+        self.sink.close()

@@ -1,0 +1,3 @@
+from ulogpy.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,145 @@
+"""Start-up, main loop and shutdown of the daemon."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+
+from ulogpy import __version__
+from ulogpy.config.errors import ConfigError
+from ulogpy.config.load import load_config, load_embedded_default
+from ulogpy.daemon import DaemonError, Daemonizer, PidFile, drop_privileges, lookup_user
+from ulogpy.loop import Loop
+from ulogpy.ownlog import NOTICE, flush_log, python_level, reopen_logfile, setup_logging
+from ulogpy.plugin import Plugin, PluginError
+from ulogpy.registry import RegistryError
+from ulogpy.runner import attach, flush_outputs, report_counters
+from ulogpy.stack import Pipeline, build_pipeline
+
+log = logging.getLogger("ulogpy")
+
+
+def _fail(message: str) -> int:
+    sys.stderr.write(f"ulogpy: {message}\n")
+    return 1
+
+
+def run(opts) -> int:
+    from ulogpy.cli import config_path
+
+    path = config_path(opts)
+    user = None
+    try:
+        if opts.user:
+            user = lookup_user(opts.user)
+        config = load_config(path) if path else load_embedded_default()
+        pipeline = build_pipeline(config)
+    except (ConfigError, DaemonError, RegistryError) as exc:
+        return _fail(str(exc))
+    if opts.check:
+        sys.stdout.write(
+            f"{config.path}: OK, {len(pipeline.stacks)} stack(s), "
+            f"{len(pipeline.instances())} plugin instance(s)\n"
+        )
+        return 0
+    gopts = config.global_options
+    level = opts.loglevel if opts.loglevel else gopts.loglevel
+    try:
+        setup_logging(gopts.logfile, python_level(level), opts.verbose, opts.daemon)
+    except OSError as exc:
+        return _fail(f"can't open logfile '{gopts.logfile}': {exc.strerror}")
+
+    pidfile = PidFile(opts.pidfile) if opts.pidfile else None
+    daemonizer = Daemonizer()
+    try:
+        if pidfile:
+            pidfile.acquire()
+        if opts.daemon:
+            daemonizer.detach()
+            if pidfile:
+                pidfile.write()
+    except DaemonError as exc:
+        return _fail(str(exc))
+
+    log.info("ulogpy Version %s starting with %s", __version__, config.path)
+    loop = Loop()
+    started: list[Plugin] = []
+    try:
+        for inst in _start_order(pipeline):
+            inst.start(loop)
+            started.append(inst)
+        attach(pipeline)
+        if user:
+            drop_privileges(user)
+            log.log(NOTICE, "running as user %s", user.pw_name)
+    except (PluginError, DaemonError, OSError) as exc:
+        inst_name = f"{inst}: " if not isinstance(exc, DaemonError) else ""
+        message = f"error starting {inst_name}{exc}"
+        log.critical(message)
+        _stop_all(started)
+        if pidfile:
+            pidfile.release()
+        daemonizer.report(False, f"ulogpy: {message}\n")
+        flush_log()
+        return _fail(message)
+
+    daemonizer.report(True)
+    _install_signals(loop, pipeline)
+    outputs = pipeline.outputs
+    loop.after_batch = lambda: flush_outputs(outputs)
+    loop.call_every(1.0, lambda: flush_outputs(outputs, force=True))
+    if config.global_options.stats_interval:
+        loop.call_every(config.global_options.stats_interval, lambda: report_counters(pipeline))
+    log.info("initialization finished, entering main loop")
+    try:
+        loop.run()
+    finally:
+        flush_outputs(outputs, force=True)
+        _stop_all(started)
+        report_counters(pipeline, NOTICE)
+        loop.close()
+        if pidfile:
+            pidfile.release()
+        log.log(NOTICE, "exiting")
+        flush_log()
+    return 0
+
+
+def _start_order(pipeline: Pipeline) -> list[Plugin]:
+    """Outputs and filters first, inputs last: no event arrives before its output is open."""
+    everything = pipeline.instances()
+    return [i for i in everything if i not in pipeline.inputs] + list(pipeline.inputs)
+
+
+def _stop_all(instances: list[Plugin]) -> None:
+    for inst in reversed(instances):
+        try:
+            inst.stop()
+        except Exception as exc:
+            log.error("%s: stop failed: %s", inst, exc)
+
+
+def _install_signals(loop: Loop, pipeline: Pipeline) -> None:
+    instances = pipeline.instances()
+
+    def terminate(signum: int) -> None:
+        log.log(NOTICE, "Terminal signal received, exiting")
+        loop.stop()
+
+    def deliver(signum: int) -> None:
+        log.log(NOTICE, "signal %s received, calling pluginstances", signal.Signals(signum).name)
+        if signum == signal.SIGHUP:
+            reopen_logfile()
+        if signum == signal.SIGUSR1:
+            report_counters(pipeline, NOTICE)
+        for inst in instances:
+            try:
+                inst.signal(signum)
+            except Exception as exc:
+                log.error("%s: signal handling failed: %s", inst, exc)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, terminate)
+    for sig in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGALRM):
+        loop.add_signal_handler(sig, deliver)

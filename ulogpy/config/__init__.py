@@ -1,0 +1,1 @@
+"""Configuration: ulogd.conf and ulogpy.toml, one pydantic model behind both."""

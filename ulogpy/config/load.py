@@ -1,0 +1,40 @@
+"""Load a configuration file of either syntax into the `Config` model."""
+
+from __future__ import annotations
+
+from importlib import resources
+
+from ulogpy.config.errors import ConfigError
+from ulogpy.config.model import Config, build_config
+from ulogpy.config.tomlconf import parse_toml
+from ulogpy.config.ulogdconf import parse_ulogd_conf
+
+DEFAULT_CONFIG_NAME = "ulogpy.toml"
+
+
+def read_text(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read()
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration file: {exc.strerror}", file=path) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not UTF-8 text: {exc.reason}", file=path) from None
+
+
+def is_toml(path: str, text: str) -> bool:
+    """TOML by extension; ulogd.conf otherwise."""
+    return path.endswith(".toml")
+
+
+def load_config(path: str) -> Config:
+    text = read_text(path)
+    doc = parse_toml(text, path) if is_toml(path, text) else parse_ulogd_conf(text, path)
+    return build_config(doc)
+
+
+def load_embedded_default() -> Config:
+    """The shipped ulogpy.toml, embedded in the package."""
+    text = resources.files("ulogpy").joinpath("data", DEFAULT_CONFIG_NAME).read_text()
+    return build_config(parse_toml(text, f"<embedded {DEFAULT_CONFIG_NAME}>"))
+

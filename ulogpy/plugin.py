@@ -1,0 +1,180 @@
+"""Plugin base classes.
+
+A plugin class declares, as class-level tables, what ulogd's plugin
+descriptor declares: its name, kind, option template, input keys and output
+keys.  The stack builder validates and binds everything at load time; the
+per-event methods (`interp`, `write`) then run with no checks at all.
+
+Plugins stay small: queues, counters, flushing and signal fan-out belong to
+the runner (`ulogpy.runner`), not to the plugins.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from ulogpy.keys import Key
+
+
+class Kind(enum.Enum):
+    INPUT = "input"
+    FILTER = "filter"
+    OUTPUT = "output"
+
+
+class DataType(enum.IntFlag):
+    """ulogd's data-type classes, used only to warn about odd neighbours."""
+
+    SOURCE = 1
+    RAW = 2
+    PACKET = 4
+    FLOW = 8
+    SUM = 16
+    SINK = 32
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """One configuration option of a plugin.
+
+    `type` is `int` or `str`, as in ulogd.  `choices` (if given) restricts a
+    string option; `check` may reject a value with a message naming what is
+    valid.  `ulogd=False` marks ulogpy's own extensions, which `-i` marks.
+    """
+
+    name: str
+    type: type
+    default: Any
+    mandatory: bool = False
+    help: str = ""
+    choices: tuple[str, ...] | None = None
+    check: Callable[[Any], str | None] | None = None
+    ulogd: bool = True
+
+    @property
+    def info_line(self) -> str:
+        """The `Var:` line of `-i` output, in ulogd's layout."""
+        if self.type is int:
+            text = f"Integer, Default: {_c_int(self.default)}"
+        else:
+            text = f"String, Default: {self.default}"
+        if self.mandatory:
+            text += ", Mandatory"
+        line = f"\tVar: {self.name} ({text})"
+        if not self.ulogd:
+            line += "  [ulogpy]"
+        return line
+
+
+def _c_int(value: int) -> int:
+    """Render as ulogd does: the value stored in a signed 32-bit C int."""
+    value &= 0xFFFFFFFF
+    return value - (1 << 32) if value >= 1 << 31 else value
+
+
+class Counters:
+    """Per-instance counters owned by the runner; plugins only increment."""
+
+    __slots__ = ("values",)
+
+    def __init__(self) -> None:
+        self.values: dict[str, int] = {}
+
+    def add(self, name: str, amount: int = 1) -> None:
+        self.values[name] = self.values.get(name, 0) + amount
+
+    def get(self, name: str) -> int:
+        return self.values.get(name, 0)
+
+    def __str__(self) -> str:
+        return " ".join(f"{k}={v}" for k, v in sorted(self.values.items())) or "idle"
+
+
+class Plugin:
+    """Common part of every plugin instance."""
+
+    name: ClassVar[str]
+    kind: ClassVar[Kind]
+    description: ClassVar[str] = ""
+    input_type: ClassVar[DataType] = DataType(0)
+    output_type: ClassVar[DataType] = DataType(0)
+    options: ClassVar[tuple[Option, ...]] = ()
+    input_keys: ClassVar[tuple[Key, ...]] = ()
+    output_keys: ClassVar[tuple[Key, ...]] = ()
+    #: ulogd refuses to build the stack when the instance has no [section].
+    section_required: ClassVar[bool] = False
+    #: Takes every key of the stack (JSON, GPRINT, ...) instead of `input_keys`.
+    wildcard_input: ClassVar[bool] = False
+
+    def __init__(self, instance_id: str, config: Any) -> None:
+        self.id = instance_id
+        self.config = config
+        self.counters = Counters()
+        #: For wildcard plugins: the upstream keys, in stack order, set by the builder.
+        self.stack_keys: Sequence[Key] = ()
+
+    def configure(self) -> None:
+        """Called once the stack is bound; may raise `PluginError`."""
+
+    def start(self, loop: Any) -> None:
+        """Open sockets and files.  May raise `PluginError`."""
+
+    def stop(self) -> None:
+        """Release everything; called once at shutdown."""
+
+    def signal(self, signum: int) -> None:
+        """SIGHUP, SIGUSR1, SIGUSR2 are delivered here (in the loop, never in a handler)."""
+
+    def __repr__(self) -> str:
+        return f"{self.id}:{self.name}"
+
+
+class InputPlugin(Plugin):
+    """Produces records.  The runner sets `emit`; the plugin calls it per event."""
+
+    kind = Kind.INPUT
+    input_type = DataType.SOURCE
+
+    def __init__(self, instance_id: str, config: Any) -> None:
+        super().__init__(instance_id, config)
+        self.emit: Callable[[dict], None] = _no_stack
+
+    def sockets(self) -> Sequence[Any]:
+        """Sockets whose readiness means "call `on_readable`"."""
+        return ()
+
+    def on_readable(self, sock: Any) -> None:
+        """Read what is ready, decode, `emit` each event."""
+
+
+class FilterPlugin(Plugin):
+    """Reads keys of a record and adds its own.  Return False to stop the event."""
+
+    kind = Kind.FILTER
+
+    def interp(self, record: dict) -> bool | None:
+        raise NotImplementedError
+
+
+class OutputPlugin(Plugin):
+    """Writes records somewhere.  `flush` is called after each batch of events."""
+
+    kind = Kind.OUTPUT
+    output_type = DataType.SINK
+
+    def write(self, record: dict) -> None:
+        raise NotImplementedError
+
+    def flush(self, force: bool = False) -> None:
+        """Hand buffered records on (after each batch; `force` on the tick and at exit)."""
+
+
+class PluginError(Exception):
+    """A plugin refuses to configure or start; the message says why."""
+
+
+def _no_stack(record: dict) -> None:  # pragma: no cover - replaced by the runner
+    raise RuntimeError("input emitted before being attached to a stack")
