@@ -91,7 +91,7 @@ def run(opts) -> int:
     loop.call_every(1.0, lambda: flush_outputs(outputs, force=True))
     if config.global_options.stats_interval:
         loop.call_every(config.global_options.stats_interval, lambda: report_counters(pipeline))
-    log.info("initialization finished, entering main loop")
+    log.log(NOTICE, "initialization finished, entering main loop")
     try:
         loop.run()
     finally:

@@ -1,11 +1,16 @@
 """NFCT's accept filters (`accept_src_filter`, `accept_dst_filter`, `accept_proto_filter`).
 
 ulogd compiles them into a kernel socket filter; ulogpy applies the same
-rules in user space right after decoding, before any plugin runs:
-items of one list are OR-ed; an address item is `addr/len`, IPv6 if it
-contains `:`; a family with no item in a list is not restricted by it
-(observed with ulogd 2.0.8: `accept_src_filter=127.0.0.0/8` keeps `::1`
-flows); protocols are names from /etc/protocols.
+rules in user space right after decoding, before any plugin runs.  Items
+of one list are OR-ed; an address item is `addr/len`, IPv6 if it contains
+`:`; protocols are names from /etc/protocols.
+
+Which flows of the *other* family pass was measured against ulogd 2.0.8
+(tests/live/test_nfct_differential.py keeps it honest):
+* a family with no item in `accept_src_filter` is not restricted by it;
+* the same holds for `accept_dst_filter`, except that a destination list
+  with any IPv4 item rejects every IPv6 flow, even one matching an IPv6
+  item (ulogd's kernel filter never reaches its IPv6 part then).
 """
 
 from __future__ import annotations
@@ -64,9 +69,15 @@ class _AddressRule:
     key: str
     v4: list[tuple[int, int]]  # (network int, mask int)
     v6: list[tuple[int, int]]
+    ipv4_excludes_ipv6: bool
 
     def accepts(self, record: dict) -> bool:
-        rules = self.v4 if record.get("oob.family") == 2 else self.v6
+        if record.get("oob.family") == 2:
+            rules = self.v4
+        elif self.ipv4_excludes_ipv6 and self.v4:
+            return False
+        else:
+            rules = self.v6
         if not rules:
             return True
         value = int.from_bytes(record.get(self.key, b""), "big")
@@ -81,7 +92,9 @@ class FlowFilter:
         for key, text in (("orig.ip.saddr", src), ("orig.ip.daddr", dst)):
             if text:
                 v4, v6 = parse_networks(text)
-                self.rules.append(_AddressRule(key, _ints(v4), _ints(v6)))
+                self.rules.append(
+                    _AddressRule(key, _ints(v4), _ints(v6), key == "orig.ip.daddr")
+                )
         self.protocols = parse_protocols(proto) if proto else None
 
     @property

@@ -216,9 +216,11 @@ class NFCT(InputPlugin):
         if kind == DESTROY:
             entry = flows.pop(key, None)
             record["ct.event"] = DESTROY
-            if entry is not None:
+            if event.start_ns:  # the kernel's own start time beats our reception time of NEW
+                record["flow.start.sec"], record["flow.start.usec"] = _ns_split(event.start_ns)
+            elif entry is not None:
                 record["flow.start.sec"], record["flow.start.usec"] = entry[0], entry[1]
-            else:
+            if entry is None:
                 self.counters.add("destroy_untracked")
             sec, usec = _ns_split(event.stop_ns or time.time_ns())
             record["flow.end.sec"] = sec

@@ -1,0 +1,1 @@
+"""Netlink plumbing: raw sockets, a TLV walker and the ctnetlink codec."""

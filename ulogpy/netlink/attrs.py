@@ -1,0 +1,212 @@
+"""Table-driven netlink attribute (TLV) walker.
+
+Why table-driven: each netlink family is described once, declaratively, as a
+`Table` (attribute type -> what to do with it), and one small loop decodes any
+of them.  The walker flattens nested attributes into a single dict whose keys
+are the names given in the tables, so a caller can name leaves directly with
+its own output keys and avoid a second pass.
+
+Why layouts: in CPython the cost is per attribute (~0.4 us here), and a
+conntrack tuple alone is 7 attributes.  The kernel emits a given nest in a
+fixed shape, so a nest entry may list the shapes it expects (`Layout`, built
+from the same table): when a nest's bytes match one -- every header word
+compared at once through an integer mask -- all its leaves come out of a
+single `struct` call.  Anything else (other order, extra or missing
+attributes) takes the generic loop, which gives the same result.
+
+Error contract: the walker never raises anything but `MalformedMessage` for
+bad input (length below 4, attribute running past its container, fixed-size
+payload too short, address of the wrong size).  It never reads outside
+``[start, end)``.  Callers catch `MalformedMessage` and drop the message.
+
+Attribute layout: u16 length (header included), u16 type, payload, padding to
+a multiple of 4.  Both header fields are in host byte order; the type's two
+top bits (NLA_F_NESTED, NLA_F_NET_BYTEORDER) are masked off before lookup.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+NLA_F_NESTED = 0x8000
+NLA_F_NET_BYTEORDER = 0x4000
+NLA_TYPE_MASK = 0x3FFF
+NLA_HDRLEN = 4
+
+# Entry kinds.  Small ints so the walker's dispatch is a cheap comparison.
+SCALAR = 0  # unpack a fixed-size number
+NESTED = 1  # recurse into a sub-table, same output dict
+BYTES = 2  # copy an exact-size payload (addresses)
+NESTED_RAW = 3  # store the whole attribute (header included), then recurse
+SKIP = 4  # known attribute, value not wanted (lets a layout cover it)
+
+# An entry is (kind, output name, unpacker | sub-table | None, payload size, extra):
+# extra is the struct format of a SCALAR, or the compiled layouts of a nest.
+Entry = tuple[int, str, Any, int, Any]
+Table = dict[int, Entry]
+# A layout spec lists attribute types in the order the kernel sends them;
+# (type, spec) is a nest.
+LayoutSpec = Sequence[int | tuple[int, "LayoutSpec"]]
+# Compiled: (header mask, expected headers, struct unpacker, output names).
+Layout = tuple[int, int, Any, tuple[str, ...]]
+
+
+class MalformedMessage(ValueError):
+    """The bytes do not form a well-framed netlink message or attribute."""
+
+
+_HDR = struct.Struct("=HH").unpack_from
+_HDR_PACK = struct.Struct("=HH").pack_into
+
+
+def _scalar(fmt: str) -> Any:
+    st = struct.Struct(fmt)
+
+    def make(name: str) -> Entry:
+        return (SCALAR, name, st.unpack_from, st.size, fmt)
+
+    return make
+
+
+u8 = _scalar("B")
+be16 = _scalar(">H")
+be32 = _scalar(">I")
+be64 = _scalar(">Q")
+u16 = _scalar("=H")
+u32 = _scalar("=I")
+
+
+def raw_bytes(name: str, size: int) -> Entry:
+    """Payload copied as bytes; its length must be exactly `size`."""
+    return (BYTES, name, None, size, f"{size}s")
+
+
+def skip(size: int) -> Entry:
+    """An attribute with a `size`-byte payload that is recognised but not stored."""
+    return (SKIP, "", None, size, f"{size}x")
+
+
+def nested(table: Table, layouts: Sequence[LayoutSpec] = ()) -> Entry:
+    """Recurse into `table`, writing into the same output dict."""
+    return (NESTED, "", table, 0, compile_layouts(table, layouts))
+
+
+def nested_raw(name: str, table: Table, layouts: Sequence[LayoutSpec] = ()) -> Entry:
+    """Like `nested`, and also keep the attribute's raw bytes under `name`."""
+    return (NESTED_RAW, name, table, 0, compile_layouts(table, layouts))
+
+
+def _build(
+    table: Table, spec: LayoutSpec, img: bytearray, mask: bytearray, fmt: list[str], names: list
+) -> None:
+    """Append `spec` to the byte image, header mask, struct format and names."""
+    for item in spec:
+        start = len(img)
+        img.extend(bytes(NLA_HDRLEN))
+        mask.extend(struct.pack("=HH", 0xFFFF, NLA_TYPE_MASK))
+        fmt.append(f"{NLA_HDRLEN}x")
+        if isinstance(item, tuple):
+            atype, sub = item
+            ent = table.get(atype)
+            if ent is None or ent[0] != NESTED:
+                raise ValueError(f"layout nest {atype} is not a plain nested entry")
+            _build(ent[2], sub, img, mask, fmt, names)
+            size = len(img) - start - NLA_HDRLEN
+        else:
+            atype = item
+            ent = table.get(atype)
+            if ent is None:
+                raise ValueError(f"layout attribute {atype} has no table entry")
+            kind, name, _, size, vfmt = ent
+            if kind not in (SCALAR, BYTES, SKIP) or vfmt[0] in "=<":
+                raise ValueError(f"layout attribute {atype} must be u8, big endian or bytes")
+            pad = -size % 4
+            img.extend(bytes(size + pad))
+            mask.extend(bytes(size + pad))
+            fmt.append(vfmt.lstrip(">") + (f"{pad}x" if pad else ""))
+            if kind != SKIP:
+                names.append(name)
+        _HDR_PACK(img, start, NLA_HDRLEN + size, atype)
+
+
+def compile_layouts(table: Table, specs: Sequence[LayoutSpec]) -> dict[int, tuple[Layout, ...]]:
+    """Precompile fast-path layouts of a nest, keyed by payload length."""
+    out: dict[int, tuple[Layout, ...]] = {}
+    for spec in specs:
+        img, mask, fmt, names = bytearray(), bytearray(), [], []
+        _build(table, spec, img, mask, fmt, names)
+        st = struct.Struct(">" + "".join(fmt))
+        assert st.size == len(img)
+        lay = (
+            int.from_bytes(mask, "little"),
+            int.from_bytes(img, "little"),
+            st.unpack_from,
+            tuple(names),
+        )
+        out[len(img)] = (*out.get(len(img), ()), lay)
+    return out
+
+
+def walk(buf: bytes, start: int, end: int, table: Table, out: dict[str, Any]) -> None:
+    """Decode the attributes in ``buf[start:end]`` into `out` following `table`.
+
+    Unknown attribute types are skipped.  Pass `bytes` to get `bytes` values
+    (slices of `buf` are stored as they are).  Raises `MalformedMessage` only.
+    """
+    hdr = _HDR
+    get = table.get
+    pos = start
+    while pos < end:
+        if end - pos < NLA_HDRLEN:
+            raise MalformedMessage(f"attribute header truncated at {pos}")
+        alen, atype = hdr(buf, pos)
+        nxt = pos + alen
+        if alen < NLA_HDRLEN or nxt > end:
+            raise MalformedMessage(f"bad attribute length {alen} at {pos}")
+        ent = get(atype & NLA_TYPE_MASK)
+        if ent is not None:
+            kind, name, arg, size, extra = ent
+            if kind == SCALAR:
+                if alen - NLA_HDRLEN < size:
+                    raise MalformedMessage(f"attribute {name} too short")
+                out[name] = arg(buf, pos + NLA_HDRLEN)[0]
+            elif kind == BYTES:
+                if alen - NLA_HDRLEN != size:
+                    raise MalformedMessage(f"attribute {name} has length {alen - NLA_HDRLEN}")
+                out[name] = buf[pos + NLA_HDRLEN : nxt]
+            elif kind != SKIP:
+                if kind == NESTED_RAW:
+                    out[name] = buf[pos:nxt]
+                cands = extra.get(alen - NLA_HDRLEN)
+                if cands is not None:
+                    img = int.from_bytes(buf[pos + NLA_HDRLEN : nxt], "little")
+                    for mask, expect, unpack, names in cands:
+                        if img & mask == expect:
+                            out.update(zip(names, unpack(buf, pos + NLA_HDRLEN), strict=True))
+                            break
+                    else:
+                        walk(buf, pos + NLA_HDRLEN, nxt, arg, out)
+                else:
+                    walk(buf, pos + NLA_HDRLEN, nxt, arg, out)
+        pos += (alen + 3) & ~3
+
+
+def iter_attrs(buf: bytes, start: int, end: int) -> Iterator[tuple[int, int, int, int]]:
+    """Yield (type, flags, payload_start, payload_end) for each attribute.
+
+    For callers that want to look at one level by hand instead of via a table.
+    Raises `MalformedMessage` when the framing is broken (after yielding the
+    attributes that came before the damage).
+    """
+    pos = start
+    while pos < end:
+        if end - pos < NLA_HDRLEN:
+            raise MalformedMessage(f"attribute header truncated at {pos}")
+        alen, atype = _HDR(buf, pos)
+        nxt = pos + alen
+        if alen < NLA_HDRLEN or nxt > end:
+            raise MalformedMessage(f"bad attribute length {alen} at {pos}")
+        yield atype & NLA_TYPE_MASK, atype & ~NLA_TYPE_MASK, pos + NLA_HDRLEN, nxt
+        pos += (alen + 3) & ~3
