@@ -161,7 +161,8 @@ def _build_stack(
                 valid=", ".join(sorted(known)),
             )
         if loaded is not None and name not in loaded:
-            fail(f"plugin '{name}' is not loaded by any plugin= line", valid=", ".join(loaded))
+            fail(f"plugin '{name}' is not loaded by any plugin= line",
+                 valid=", ".join(sorted(loaded)))
         classes.append(cls)
     ids = [t[0] for t in tokens]
     for inst_id in ids:
@@ -193,7 +194,7 @@ def _build_stack(
             instances.append(shared)
             log.info("%s instance already loaded", inst_id)
             continue
-        options = validate_instance(cls, inst_id, config.document)
+        options = validate_instance(cls, inst_id, config.document, line)
         instance = cls(inst_id, options)
         instance.config_path = config.path
         instances.append(instance)

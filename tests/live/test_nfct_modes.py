@@ -17,8 +17,13 @@ from pathlib import Path
 import pytest
 
 from tests.compare import Tally, compare_logemu
-from tests.netns import CONNTRACK_SHORT_UDP_ICMP, NatTopology, conntrack_flush, conntrack_list, \
-    wait_until
+from tests.netns import (
+    CONNTRACK_SHORT_UDP_ICMP,
+    NatTopology,
+    conntrack_flush,
+    conntrack_list,
+    wait_until,
+)
 from tests.ulogd_ref import UlogdProcess, read_lines
 
 pytestmark = [pytest.mark.live]

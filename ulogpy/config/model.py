@@ -63,7 +63,9 @@ class GlobalOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     logfile: CStr | None = None
-    loglevel: CInt = Field(default=5, ge=1, le=8)
+    loglevel: CInt = Field(
+        default=5, ge=1, le=8, description="1 debug, 3 info, 5 notice, 7 error, 8 fatal"
+    )
     plugin: list[CStr] = []
     stack: list[CStr] = []
     #: ulogpy: seconds between counter reports in the log (0 = only on SIGUSR1 and at exit).
@@ -196,15 +198,22 @@ def _option_valid_text(opt: Any) -> str:
     return "an integer (decimal or 0x hex)" if opt.type is int else "a string"
 
 
-def validate_instance(plugin_cls: type, instance_id: str, doc: Document) -> BaseModel:
-    """Validate the `[instance_id]` section against `plugin_cls`'s options."""
+def validate_instance(
+    plugin_cls: type, instance_id: str, doc: Document, used_at: int | None = None
+) -> BaseModel:
+    """Validate the `[instance_id]` section against `plugin_cls`'s options.
+
+    `used_at` is the line of the stack that uses the instance: a missing
+    section is reported there.
+    """
     model = options_model(plugin_cls)
     section = doc.sections.get(instance_id)
     if section is None:
         if plugin_cls.section_required or any(o.mandatory for o in plugin_cls.options):
             raise ConfigError(
-                f"section [{instance_id}] not found; plugin {plugin_cls.name} needs one",
-                file=doc.path, section=instance_id,
+                f"section [{instance_id}] not found; plugin {plugin_cls.name} "
+                f"({instance_id}:{plugin_cls.name} in the stack) needs one",
+                file=doc.path, line=used_at, section=instance_id,
                 valid="options: " + ", ".join(o.name for o in plugin_cls.options),
             )
         return model()

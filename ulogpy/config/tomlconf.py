@@ -22,8 +22,10 @@ def parse_toml(text: str, path: str) -> Document:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         line = _line_of_decode_error(str(exc))
+        _raise_if_duplicate(text, path, line)
         raise ConfigError(f"invalid TOML: {exc}", file=path, line=line) from None
     lines = _locate(text)
+    text_lines = text.splitlines()
     doc = Document(path=path, format="toml")
     for name, table in data.items():
         if not isinstance(table, dict):
@@ -40,7 +42,9 @@ def parse_toml(text: str, path: str) -> Document:
                     section=name, option=key,
                 )
             values = value if isinstance(value, list) else [value]
-            for item in values:
+            item_lines = _item_lines(text_lines, line, values) if isinstance(value, list) \
+                else [line] * len(values)
+            for item, line in zip(values, item_lines, strict=True):
                 if isinstance(item, (list, dict, float)) or not isinstance(item, (str, int)):
                     raise ConfigError(
                         f"unsupported value {item!r}", file=path, line=line, section=name,
@@ -64,6 +68,47 @@ def _locate(text: str) -> dict[tuple[str | None, str | None], int]:
         if m:
             where.setdefault((section, m.group(1)), lineno)
     return where
+
+
+def _item_lines(text_lines: list[str], start: int | None, items: list) -> list[int | None]:
+    """The line of each string of a (possibly multi-line) array, for `stack = [...]`."""
+    found: list[int | None] = []
+    pos = start
+    for item in items:
+        line = None
+        if pos is not None and isinstance(item, str):
+            quoted = (f'"{item}"', f"'{item}'")
+            for lineno in range(pos, len(text_lines) + 1):
+                if any(q in text_lines[lineno - 1] for q in quoted):
+                    line = pos = lineno
+                    break
+        found.append(line if line is not None else start)
+    return found
+
+
+def _raise_if_duplicate(text: str, path: str, line: int | None) -> None:
+    """tomllib says only "Cannot overwrite a value": name the option and both lines."""
+    if line is None:
+        return
+    section: str | None = None
+    seen: dict[tuple[str | None, str], int] = {}
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        m = _HEADER.match(raw)
+        if m:
+            section = m.group(1).strip()
+            continue
+        m = _KEY.match(raw)
+        if not m:
+            continue
+        key = (section, m.group(1))
+        if lineno == line and key in seen:
+            raise ConfigError(
+                f"given more than once (first at line {seen[key]})", file=path, line=line,
+                section=section, option=m.group(1), valid="one value per option",
+            )
+        seen.setdefault(key, lineno)
+        if lineno >= line:
+            return
 
 
 def _line_of_decode_error(message: str) -> int | None:
