@@ -99,9 +99,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def _info(name: str) -> int:
     from ulogpy.info import describe
-    from ulogpy.registry import registry
+    from ulogpy.registry import RegistryError, registry
 
-    text = describe(name)
+    try:
+        text = describe(name)
+    except RegistryError as exc:
+        sys.stderr.write(f"ulogpy: {exc}\n")
+        return 1
     if text is None:
         sys.stderr.write(
             f"ulogpy: no plugin '{name}'; known: {', '.join(sorted(registry()))}\n"
