@@ -1,0 +1,79 @@
+"""A socket-buffer overrun is counted, and hash mode recovers the lost DESTROYs by resync.
+
+The daemon is stopped (SIGSTOP) while a burst of flows overflows its small
+socket buffer and the table is flushed; after SIGCONT it must notice the
+overrun (ENOBUFS), count it, and within `netlink_resync_timeout` dump the
+table so that every flow it knew of gets exactly one DESTROY record.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.netns import NatTopology, conntrack_flush, wait_until
+from tests.ulogd_ref import UlogdProcess, read_lines
+
+pytestmark = [pytest.mark.live]
+ULOGPY = str(Path(sys.executable).with_name("ulogpy"))
+
+CONF = """\
+[global]
+loglevel=3
+stack=ct1:NFCT,ip2str1:IP2STR,print1:PRINTFLOW,emu1:LOGEMU
+[ct1]
+netlink_socket_buffer_size=4096
+netlink_resync_timeout=1
+[emu1]
+file="{d}/flows.log"
+sync=1
+"""
+
+BURST = """
+import socket, sys
+dst, first, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+fam = socket.AF_INET6 if ":" in dst else socket.AF_INET
+for port in range(first, first + count):
+    s = socket.socket(fam, socket.SOCK_DGRAM)
+    s.bind(("", port))
+    s.sendto(b"x", (dst, 9))
+    s.close()
+"""
+
+
+def test_overrun_is_counted_and_resync_emits_the_lost_destroys(tmp_path):
+    with NatTopology() as topo:
+        with UlogdProcess(topo.fw, CONF.format(d=tmp_path), tmp_path / "run",
+                          binary=ULOGPY) as daemon:
+            known = 20
+            topo.lan.run([sys.executable, "-c", BURST, topo.wan_ip4, "20000", str(known)])
+            daemon.send_signal(signal.SIGSTOP)
+            try:
+                topo.lan.run([sys.executable, "-c", BURST, topo.wan_ip4, "30000", "400"])
+                conntrack_flush(topo.fw)
+            finally:
+                daemon.send_signal(signal.SIGCONT)
+
+            def destroyed_known() -> set[int]:
+                ports = set()
+                for line in read_lines(tmp_path / "flows.log"):
+                    m = re.search(r"\[DESTROY\] ORIG: .* SPT=(\d+) DPT=9 ", line)
+                    if m and 20000 <= int(m.group(1)) < 20000 + known:
+                        ports.add(int(m.group(1)))
+                return ports
+
+            wait_until(lambda: len(destroyed_known()) == known, timeout=15,
+                       what="a DESTROY for every flow known before the overrun")
+            daemon.send_signal(signal.SIGUSR1)
+            wait_until(lambda: "overruns=" in daemon.log_text(), timeout=5,
+                       what="counters in the log")
+        lines = read_lines(tmp_path / "flows.log")
+        for port in range(20000, 20000 + known):
+            assert sum(f" SPT={port} DPT=9 " in ln and "[DESTROY]" in ln for ln in lines) == 1
+        counters = re.search(r"counters ct1:NFCT: (.*)", daemon.log_text()).group(1)
+        assert re.search(r"overruns=[1-9]", counters), counters
+        assert re.search(r"resyncs=[1-9]", counters), counters
