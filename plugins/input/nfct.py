@@ -92,6 +92,7 @@ class NFCT(InputPlugin):
         self.filter = FlowFilter(
             cfg.accept_src_filter, cfg.accept_dst_filter, cfg.accept_proto_filter
         )
+        self.filtering = self.filter.active
         self.hash_on = bool(cfg.hash_enable)
         #: tuple key -> (start sec, start usec, latest keys) of flows seen alive.
         self.flows: dict[object, tuple[int, int, dict]] = {}
@@ -187,7 +188,7 @@ class NFCT(InputPlugin):
             self.counters.add("ignored")
             return
         record = event.values
-        if self.filter.active and not self.filter.accepts(record):
+        if self.filtering and not self.filter.accepts(record):
             self.counters.add("filtered")
             return
         kind = event.event
@@ -272,7 +273,7 @@ class NFCT(InputPlugin):
         """Dump the kernel table into the hash; emit DESTROY for flows that vanished."""
         seen = set()
         for event in self._dump(reset_counters):
-            if self.filter.active and not self.filter.accepts(event.values):
+            if self.filtering and not self.filter.accepts(event.values):
                 continue
             seen.add(event.tuple_key)
             self._track(event.tuple_key, event.start_ns, event.values)
@@ -312,7 +313,7 @@ class NFCT(InputPlugin):
         try:
             for event in self._dump(reset_counters=True):
                 record = event.values
-                if self.filter.active and not self.filter.accepts(record):
+                if self.filtering and not self.filter.accepts(record):
                     continue
                 if self.hash_on:
                     self._track(event.tuple_key, event.start_ns, dict(record))

@@ -16,8 +16,9 @@ attributes) takes the generic loop, which gives the same result.
 
 Error contract: the walker never raises anything but `MalformedMessage` for
 bad input (length below 4, attribute running past its container, fixed-size
-payload too short, address of the wrong size).  It never reads outside
-``[start, end)``.  Callers catch `MalformedMessage` and drop the message.
+payload too short, address of the wrong size).  Its result never depends on
+bytes outside ``[start, end)`` (a header straddling `end` is rejected whatever
+it says).  Callers catch `MalformedMessage` and drop the message.
 
 Attribute layout: u16 length (header included), u16 type, payload, padding to
 a multiple of 4.  Both header fields are in host byte order; the type's two
@@ -162,45 +163,51 @@ def _setter(st: struct.Struct, names: list[str]) -> Any:
 def walk(buf: bytes, start: int, end: int, table: Table, out: dict[str, Any]) -> None:
     """Decode the attributes in ``buf[start:end]`` into `out` following `table`.
 
-    Unknown attribute types are skipped.  Pass `bytes` to get `bytes` values
-    (slices of `buf` are stored as they are).  Raises `MalformedMessage` only.
+    Precondition: ``0 <= start`` and ``end <= len(buf)``.  Unknown attribute
+    types are skipped.  Pass `bytes` to get `bytes` values (slices of `buf` are
+    stored as they are).  Raises `MalformedMessage` only.
     """
+    # Hot path: literals stand for NLA_HDRLEN (4), NLA_TYPE_MASK and the kinds.
     hdr = _HDR
     get = table.get
     pos = start
-    while pos < end:
-        if end - pos < NLA_HDRLEN:
-            raise MalformedMessage(f"attribute header truncated at {pos}")
-        alen, atype = hdr(buf, pos)
-        nxt = pos + alen
-        if alen < NLA_HDRLEN or nxt > end:
-            raise MalformedMessage(f"bad attribute length {alen} at {pos}")
-        ent = get(atype & NLA_TYPE_MASK)
-        if ent is not None:
-            kind, name, arg, size, extra = ent
-            if kind == SCALAR:
-                if alen - NLA_HDRLEN < size:
-                    raise MalformedMessage(f"attribute {name} too short")
-                out[name] = arg(buf, pos + NLA_HDRLEN)[0]
-            elif kind == BYTES:
-                if alen - NLA_HDRLEN != size:
-                    raise MalformedMessage(f"attribute {name} has length {alen - NLA_HDRLEN}")
-                out[name] = buf[pos + NLA_HDRLEN : nxt]
-            elif kind != SKIP:
-                if kind == NESTED_RAW:
-                    out[name] = buf[pos:nxt]
-                cands = extra.get(alen - NLA_HDRLEN)
-                if cands is not None:
-                    img = int.from_bytes(buf[pos + NLA_HDRLEN : nxt], "little")
-                    for mask, expect, setter in cands:
-                        if img & mask == expect:
-                            setter(out, buf, pos + NLA_HDRLEN)
-                            break
+    try:
+        while pos < end:
+            # A header straddling `end` fails the length test whatever it says;
+            # one running off `buf` makes struct raise, caught below.
+            alen, atype = hdr(buf, pos)
+            nxt = pos + alen
+            if alen < 4 or nxt > end:
+                raise MalformedMessage(f"bad attribute length {alen} at {pos}")
+            ent = get(atype & 0x3FFF)
+            if ent is not None:
+                kind, name, arg, size, extra = ent
+                p4 = pos + 4
+                if kind == 0:  # SCALAR
+                    if alen - 4 < size:
+                        raise MalformedMessage(f"attribute {name} too short")
+                    out[name] = arg(buf, p4)[0]
+                elif kind == 2:  # BYTES
+                    if alen - 4 != size:
+                        raise MalformedMessage(f"attribute {name} has length {alen - 4}")
+                    out[name] = buf[p4:nxt]
+                elif kind != 4:  # NESTED or NESTED_RAW (SKIP does nothing)
+                    if kind == 3:
+                        out[name] = buf[pos:nxt]
+                    cands = extra.get(alen - 4)
+                    if cands is not None:
+                        img = int.from_bytes(buf[p4:nxt], "little")
+                        for mask, expect, setter in cands:
+                            if img & mask == expect:
+                                setter(out, buf, p4)
+                                break
+                        else:
+                            walk(buf, p4, nxt, arg, out)
                     else:
-                        walk(buf, pos + NLA_HDRLEN, nxt, arg, out)
-                else:
-                    walk(buf, pos + NLA_HDRLEN, nxt, arg, out)
-        pos += (alen + 3) & ~3
+                        walk(buf, p4, nxt, arg, out)
+            pos += (alen + 3) & ~3
+    except struct.error:
+        raise MalformedMessage(f"attribute header truncated at {pos}") from None
 
 
 def iter_attrs(buf: bytes, start: int, end: int) -> Iterator[tuple[int, int, int, int]]:

@@ -2,10 +2,14 @@
 
 This is the per-event hot path.  The message layout is declared once in the
 tables below (numbers checked against the kernel UAPI header
-``linux/netfilter/nfnetlink_conntrack.h``); `decode_ct` runs the generic
-walker over them straight into a dict that already uses ulogd's key names,
-then applies ulogd's validity rules (spec §4.2) and moves the fields that are
-not ulogd keys (timestamps, zone, status, ICMP id) onto the `CtEvent`.
+``linux/netfilter/nfnetlink_conntrack.h``, plus CTA_TIMESTAMP_EVENT which is
+newer than Debian's 6.1 header); `decode_ct` runs the walker of
+`ulogpy.netlink.attrs` over them straight into a dict that already uses
+ulogd's key names, then applies ulogd's validity rules (spec §4.2) and moves
+the fields that are not ulogd keys (timestamps, zone, status, ICMP id) onto
+the `CtEvent`.  Tuples, counters and timestamps also declare the shapes the
+kernel sends them in, so each is decoded with one struct call; other shapes
+take the generic loop with the same result.
 
 Error contract: `decode_ct` raises `MalformedMessage` (from
 `ulogpy.netlink.attrs`) for broken bytes and nothing else; it returns None for

@@ -184,12 +184,16 @@ def dump(
                 return
 
 
+PROC_SYS = Path("/proc/sys")
+
+
 def _sysctl_path(name: str) -> Path:
-    rel = name.lstrip("/") if "/" in name else name.replace(".", "/")
-    path = Path("/proc/sys", rel)
-    if ".." in path.parts:
+    """``a.b.c`` or ``a/b/c`` under /proc/sys (slash form for names with dots, like VLANs)."""
+    rel = name.strip("/") if "/" in name else name.replace(".", "/")
+    parts = Path(rel).parts
+    if not parts or ".." in parts:
         raise ValueError(f"bad sysctl name {name!r}")
-    return path
+    return PROC_SYS.joinpath(*parts)
 
 
 def get_sysctl(name: str) -> str:
