@@ -100,7 +100,7 @@ def compare_json(
         for key in rb:
             if key not in ra:
                 continue
-            if key == "timestamp":
+            if key in ("timestamp", "@timestamp"):
                 tally.close(f"{name}[{i}] timestamp", _json_time(ra[key]), _json_time(rb[key]),
                             CLOCK_TOLERANCE_S)
             elif key.endswith((".sec", ".usec")) and key.rsplit(".", 1)[0] in clocked:

@@ -37,6 +37,8 @@ stack=ct5:NFCT,ip2str1:IP2STR,print1:PRINTFLOW,emu5:LOGEMU
 stack=ct6:NFCT,ip2str1:IP2STR,json6:JSON
 stack=ct7:NFCT,ip2str1:IP2STR,print1:PRINTFLOW,emu7:LOGEMU
 stack=ct8:NFCT,ip2str1:IP2STR,print1:PRINTFLOW,emu8:LOGEMU
+stack=ct1:NFCT,ip2str1:IP2STR,json9:JSON
+stack=ct2:NFCT,ip2str1:IP2STR,json10:JSON
 
 # ulogd documentation: NEW events through IP2STR and PRINTFLOW to LOGEMU
 [ct1]
@@ -95,6 +97,16 @@ sync=1
 [json6]
 file="{d}/events.json"
 sync=1
+# Logstash event v1, a device name with spaces, no timestamp
+[json9]
+file="{d}/eventv1.json"
+sync=0
+eventv1=1
+device="My awesome FW"
+boolean_label=1
+[json10]
+file="{d}/notimestamp.json"
+timestamp=0
 [emu7]
 file="{d}/filter_src_mixed.log"
 sync=1
@@ -104,13 +116,15 @@ sync=1
 """
 LOGEMU_FILES = ("new.log", "hash.log", "filter_src_proto.log", "filter_dst.log",
                 "filter_src_mixed.log", "filter_dst6_udp.log")
-JSON_FILES = ("destroy.json", "hash.json", "events.json")
+JSON_FILES = ("destroy.json", "hash.json", "events.json", "eventv1.json", "notimestamp.json")
 #: flow.* values each daemon reads from its own clock, by ct.event: the kernel stamps
 #: DESTROY events but not NEW ones, and in hash mode ulogd keeps NEW's reception time.
 CLOCKED = {
     "destroy.json": {},
     "hash.json": {4: {"flow.start"}},
     "events.json": {1: {"flow.start"}},
+    "eventv1.json": {1: {"flow.start"}},
+    "notimestamp.json": {},
 }
 
 
