@@ -2,9 +2,14 @@
 
 The pidfile follows ulogd: created exclusively, write-locked with fcntl for
 as long as the daemon runs, a stale one (not locked by anyone) replaced,
-removed at exit.  Unlike ulogd, daemonising happens after the configuration
-is validated, and the parent waits until the child has started every stack,
-so `ulogpy -d` exits 1 with the error when start-up fails.
+removed at exit.  The lock is an open-file-description lock: it conflicts
+with ulogd's POSIX locks but, unlike them, is shared with the forked child,
+so the parent can wait for the child's verdict without the two deadlocking
+on the lock and without a moment where the pidfile is unlocked.
+
+Unlike ulogd, daemonising happens after the configuration is validated, and
+the parent waits until the child has started every stack, so `ulogpy -d`
+exits 1 with the error when start-up fails.
 """
 
 from __future__ import annotations
@@ -14,11 +19,18 @@ import fcntl
 import grp
 import os
 import pwd
+import struct
 import sys
 
 
 class DaemonError(Exception):
     pass
+
+
+def _ofd_lock(fd: int, wait: bool) -> None:
+    """Write-lock the whole file, owned by the open file description (shared over fork)."""
+    flock = struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
+    fcntl.fcntl(fd, fcntl.F_OFD_SETLKW if wait else fcntl.F_OFD_SETLK, flock)
 
 
 class PidFile:
@@ -37,7 +49,7 @@ class PidFile:
             except OSError as exc:
                 raise DaemonError(f"cannot create pidfile {self.path}: {exc.strerror}") from None
             try:
-                fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                _ofd_lock(fd, wait=False)
             except OSError as exc:
                 os.close(fd)
                 raise DaemonError(f"cannot lock pidfile {self.path}: {exc.strerror}") from None
@@ -71,9 +83,9 @@ class PidFile:
         os.unlink(self.path)
 
     def write(self) -> None:
-        """Write our pid (again after fork: the lock is not inherited, so re-take it)."""
+        """Write our pid (again after fork; the lock came along with the descriptor)."""
         assert self.fd is not None
-        fcntl.lockf(self.fd, fcntl.LOCK_EX)
+        _ofd_lock(self.fd, wait=True)
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, f"{os.getpid()}\n".encode(), 0)
 
