@@ -29,6 +29,8 @@ class FileSink:
         self.counters = counters
         self.owner = owner
         self.pending: list[str] = []
+        #: Queue one line (ends with "\n"); it reaches the file at the next flush.
+        self.write_line = self.pending.append
         self.fd: int | None = None
 
     def open(self) -> None:
@@ -48,9 +50,6 @@ class FileSink:
         if self.fd is not None:
             os.close(self.fd)
         self.fd = fd
-
-    def write_line(self, line: str) -> None:
-        self.pending.append(line)
 
     def flush(self, force: bool = False) -> None:
         if not self.pending or self.fd is None:

@@ -30,7 +30,5 @@ def describe(name_or_path: str) -> str | None:
     elif not cls.output_keys:
         lines.append("\tNo statically defined keys")
     else:
-        lines += [
-            f"\tKey: {k.name} ({k.type.label})" for k in cls.output_keys
-        ]
+        lines += [key.info_line for key in cls.output_keys]
     return "\n".join(lines) + "\n"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import os
 import selectors
 import signal
 import socket
@@ -103,12 +102,3 @@ class Loop:
         for s in (self._wake_r, self._wake_w):
             s.close()
 
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

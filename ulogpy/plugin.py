@@ -142,12 +142,8 @@ class InputPlugin(Plugin):
         super().__init__(instance_id, config)
         self.emit: Callable[[dict], None] = _no_stack
 
-    def sockets(self) -> Sequence[Any]:
-        """Sockets whose readiness means "call `on_readable`"."""
-        return ()
-
-    def on_readable(self, sock: Any) -> None:
-        """Read what is ready, decode, `emit` each event."""
+    def on_readable(self) -> None:
+        """Read what is ready, decode, `emit` each event (registered with the loop in start)."""
 
 
 class FilterPlugin(Plugin):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from ulogpy.plugin import InputPlugin, OutputPlugin, Plugin
+from ulogpy.plugin import OutputPlugin, Plugin
 from ulogpy.stack import Pipeline, Stack
 
 log = logging.getLogger("ulogpy.runner")
@@ -33,16 +33,6 @@ def _stack_chain(stack: Stack) -> Callable[[dict], None]:
         where.counters.add("failed")
         if where.counters.get("failed") <= LOGGED_FAILURES:
             log.error("%s in stack '%s' failed on an event: %r", where, label, exc)
-
-    if not filters:
-        def chain(record: dict) -> None:
-            try:
-                write(record)
-            except Exception as exc:
-                failed(stack.output, exc)
-            else:
-                out_counters.add("written")
-        return chain
 
     plugins = tuple(stack.filters)
 
@@ -100,6 +90,3 @@ def report_counters(pipeline: Pipeline, level: int = logging.INFO) -> None:
     for inst in pipeline.instances():
         log.log(level, "counters %s: %s", inst, inst.counters)
 
-
-def inputs_of(pipeline: Pipeline) -> list[InputPlugin]:
-    return pipeline.inputs

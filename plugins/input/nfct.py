@@ -29,7 +29,6 @@ log = logging.getLogger("ulogpy.nfct")
 READS_PER_WAKEUP = 256
 RECV_BUFSIZE = 65536
 NEW, UPDATE, DESTROY = ct.EVENT_NEW, ct.EVENT_UPDATE, ct.EVENT_DESTROY
-_NLHDR = nlsock.NLMSGHDR.unpack_from
 
 
 def _check_mask(value: int) -> str | None:
@@ -154,10 +153,10 @@ class NFCT(InputPlugin):
             self.sock = None
 
     # -- event mode -----------------------------------------------------------
-    def on_readable(self, sock=None) -> None:
+    def on_readable(self) -> None:
         recv = self.sock.recv
         handle = self._handle
-        header = _NLHDR
+        messages = nlsock.iter_messages
         for _ in range(READS_PER_WAKEUP):
             try:
                 data = recv(RECV_BUFSIZE)
@@ -167,16 +166,14 @@ class NFCT(InputPlugin):
                 if exc.errno == errno.ENOBUFS:
                     self._overrun()
                     continue
-                raise
-            n = len(data)
-            offset = 0
-            while n - offset >= 16:
-                length = header(data, offset)[0]
-                if length < 16 or offset + length > n:
-                    self.counters.add("malformed")
-                    break
-                handle(data, offset, length)
-                offset += (length + 3) & ~3
+                self.counters.add("recv_errors")
+                log.error("%s: reading the ctnetlink socket failed: %s", self.id, exc)
+                return
+            try:
+                for offset, length, *_ in messages(data):
+                    handle(data, offset, length)
+            except MalformedMessage:
+                self.counters.add("malformed")
 
     def _handle(self, data: bytes, offset: int, length: int) -> None:
         try:

@@ -123,7 +123,7 @@ class JSON(OutputPlugin):
                 parts.append(prefix + json_string(value))
             else:
                 parts.append(prefix + ('"allowed"' if value else '"blocked"'))
-        self.sink.pending.append("{" + ", ".join(parts) + "}\n")
+        self.sink.write_line("{" + ", ".join(parts) + "}\n")
 
     def flush(self, force: bool = False) -> None:
         self.sink.flush(force)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import time
 
@@ -40,15 +41,13 @@ class LOGEMU(OutputPlugin):
         if sec != self._stamp_sec:
             self._stamp_sec = sec
             self._stamp = time.strftime("%b %e %H:%M:%S ", time.localtime(sec)) + self.host + " "
-        self.sink.pending.append(self._stamp + record["print"])
+        self.sink.write_line(self._stamp + record["print"])
 
     def flush(self, force: bool = False) -> None:
         self.sink.flush(force)
 
     def signal(self, signum: int) -> None:
-        import signal as _signal
-
-        if signum == _signal.SIGHUP:
+        if signum == signal.SIGHUP:
             self.sink.reopen()
 
     def stop(self) -> None:
