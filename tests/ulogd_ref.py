@@ -17,6 +17,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -25,6 +26,7 @@ from tests.netns import Netns, wait_until
 
 __all__ = [
     "ULOGD_BIN",
+    "ULOGPY",
     "ULOGD_PLUGIN_DIR",
     "UlogdError",
     "UlogdProcess",
@@ -35,6 +37,8 @@ __all__ = [
 ]
 
 ULOGD_BIN = Path("/usr/sbin/ulogd")
+#: ulogpy as installed in the venv running the tests (so `UlogdProcess(binary=ULOGPY)`).
+ULOGPY = str(Path(sys.executable).with_name("ulogpy"))
 ULOGD_PLUGIN_DIR = Path("/usr/lib/x86_64-linux-gnu/ulogd")
 
 

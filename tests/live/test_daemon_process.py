@@ -23,9 +23,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.ulogd_ref import ULOGPY
+
 pytestmark = pytest.mark.live
 
-ULOGPY = str(Path(sys.executable).with_name("ulogpy"))
 OWN_LOG_LINE = re.compile(
     r"^(Mon|Tue|Wed|Thu|Fri|Sat|Sun) (Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) "
     r"[ \d]\d \d\d:\d\d:\d\d \d{4} <[13578]> \w+:\d+ \S.*$"

@@ -13,17 +13,15 @@ clock may differ, by at most `CLOCK_TOLERANCE_S`.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
 from tests.compare import CLOCK_TOLERANCE_S, Tally, compare_json, compare_logemu
 from tests.netns import NatTopology, conntrack_flush, wait_until
-from tests.ulogd_ref import UlogdProcess, read_lines
+from tests.ulogd_ref import ULOGPY, UlogdProcess, read_lines
 
 pytestmark = [pytest.mark.live, pytest.mark.ulogd]
-ULOGPY = str(Path(sys.executable).with_name("ulogpy"))
 
 CONF = """\
 [global]

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import re
 import signal
-import sys
 import time
-from pathlib import Path
 
 import pytest
 
@@ -24,10 +22,9 @@ from tests.netns import (
     conntrack_list,
     wait_until,
 )
-from tests.ulogd_ref import UlogdProcess, read_lines
+from tests.ulogd_ref import ULOGPY, UlogdProcess, read_lines
 
 pytestmark = [pytest.mark.live]
-ULOGPY = str(Path(sys.executable).with_name("ulogpy"))
 
 POLL_CONF = """\
 [global]

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.ulogd_ref import ULOGPY
 from ulogpy import ULOGD_COMPAT_VERSION, __version__
 from ulogpy.registry import registry
 
-ULOGPY = str(Path(sys.executable).with_name("ulogpy"))
 INTROSPECT = Path(__file__).resolve().parents[1] / "fixtures" / "introspect"
 ULOGD_PLUGIN_DIR = Path("/usr/lib/x86_64-linux-gnu/ulogd")
 OPTIONS = [("-h", "--help"), ("-V", "--version"), ("-d", "--daemon"), ("-v", "--verbose"),

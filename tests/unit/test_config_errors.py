@@ -7,16 +7,15 @@ naming the file and line, the [section], the option or plugin, and what would be
 from __future__ import annotations
 
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from tests.ulogd_ref import ULOGPY
 from ulogpy.plugin import Kind
 from ulogpy.registry import registry
 
-ULOGPY = str(Path(sys.executable).with_name("ulogpy"))
 CT_STACK = "stack=ct1:NFCT,ip2str1:IP2STR,print1:PRINTFLOW,emu1:LOGEMU"
 JSON_STACK = "stack=ct1:NFCT,ip2str1:IP2STR,json1:JSON"
 

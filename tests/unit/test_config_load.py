@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import subprocess
-import sys
 from pathlib import Path
 from typing import ClassVar
 
 import pytest
 
+from tests.ulogd_ref import ULOGPY
 from ulogpy.config.errors import ConfigError
 from ulogpy.config.load import load_config, load_embedded_default
 from ulogpy.config.ulogdconf import parse_ulogd_conf
@@ -22,7 +22,6 @@ from ulogpy.stack import Pipeline, build_pipeline, plugin_name_from_so
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "tests" / "fixtures" / "configs"
-ULOGPY = str(Path(sys.executable).with_name("ulogpy"))
 
 
 def write(tmp_path: Path, name: str, text: str | bytes) -> Path:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
-ULOGPY = str(Path(sys.executable).with_name("ulogpy"))
+from tests.ulogd_ref import ULOGPY
 
 PLUGIN = textwrap.dedent('''
     from ulogpy.keys import keys, STRING
