@@ -242,7 +242,10 @@ class NFCT(InputPlugin):
         self.counters.add("overruns")
         maxsize = self.config.netlink_socket_buffer_maxsize
         if maxsize and self.bufsize < maxsize:
-            self.bufsize = nlsock.set_rcvbuf(self.sock, min(maxsize, self.bufsize * 2))
+            # `bufsize` is what the kernel reports, twice what was asked: ask for half
+            # the target so the buffer really doubles.
+            target = min(maxsize, self.bufsize * 2)
+            self.bufsize = nlsock.set_rcvbuf(self.sock, target // 2)
             log.log(25, "%s: we are losing events, increasing buffer size to %d",
                     self.id, self.bufsize)
         elif self.counters.get("overruns") == 1:
