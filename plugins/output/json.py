@@ -28,6 +28,11 @@ def _check_mode(value: str) -> str | None:
     return f"unknown mode '{value}'"
 
 
+def _label(value: int) -> str:
+    """`boolean_label`: ulogd's NFLOG label 0 means the packet was blocked."""
+    return '"allowed"' if value else '"blocked"'
+
+
 def local_timestamp(sec: int, usec: int | None) -> str:
     """ulogd's JSON time: local time, `.usec` if known, `+HHMM` unless the offset is 0."""
     lt = time.localtime(sec)
@@ -73,22 +78,27 @@ class JSON(OutputPlugin):
             else None
         self.head = head
         self.dvc = key_prefix("dvc") + json_string(cfg.device)
-        # (prefix, kind, key names sharing that JSON name): a name seen twice keeps its
-        # first position and takes the value of the last valid key.
-        fields: dict[str, tuple[str, str, list[str]]] = {}
+        # (prefix, render, first key name, later key names sharing that JSON name): a name
+        # seen twice keeps its first position and takes the value of the last valid key.
+        fields: dict[str, tuple[str, object, list[str]]] = {}
         for key in self.stack_keys:
             if key.type in _SKIPPED:
                 continue
             if key.name == "raw.label" and cfg.boolean_label:
-                jname, kind = "action", "label"
+                jname, render = "action", _label
             else:
                 jname = key.cim_name or key.name
-                kind = "str" if key.type is KeyType.STRING else "int"
+                render = json_string if key.type is KeyType.STRING else str
             if jname in fields:
                 fields[jname][2].append(key.name)
             else:
-                fields[jname] = (key_prefix(jname), kind, [key.name])
-        self.fields = tuple((p, kind, tuple(names)) for p, kind, names in fields.values())
+                fields[jname] = (key_prefix(jname), render, [key.name])
+        self.fields = tuple(
+            (prefix, render, names[0], tuple(names[1:]))
+            for prefix, render, names in fields.values()
+        )
+        self._stamp_sec = -1
+        self._stamp = ""
 
     def start(self, loop) -> None:
         try:
@@ -99,31 +109,32 @@ class JSON(OutputPlugin):
 
     def write(self, record: dict) -> None:
         parts = list(self.head)
-        if self.ts_prefix is not None:
-            sec = record.get("oob.time.sec") if self.time_bound else None
-            usec = None
-            if sec is None:
-                sec = int(time.time())
-            elif self.usec_bound:
-                usec = record.get("oob.time.usec")
-            parts.append(self.ts_prefix + '"' + local_timestamp(sec, usec) + '"')
-        parts.append(self.dvc)
         get = record.get
-        for prefix, kind, names in self.fields:
-            value = None
-            for name in names:
-                v = get(name)
+        if self.ts_prefix is not None:
+            parts.append(self.ts_prefix + self._timestamp(get))
+        parts.append(self.dvc)
+        append = parts.append
+        for prefix, render, name, others in self.fields:
+            value = get(name)
+            for other in others:
+                v = get(other)
                 if v is not None:
                     value = v
-            if value is None:
-                continue
-            if kind == "int":
-                parts.append(prefix + str(value))
-            elif kind == "str":
-                parts.append(prefix + json_string(value))
-            else:
-                parts.append(prefix + ('"allowed"' if value else '"blocked"'))
+            if value is not None:
+                append(prefix + render(value))
         self.sink.write_line("{" + ", ".join(parts) + "}\n")
+
+    def _timestamp(self, get) -> str:
+        """The quoted time: the packet's if the stack gives one, else now (cached per second)."""
+        sec = get("oob.time.sec") if self.time_bound else None
+        if sec is None:
+            sec = int(time.time())
+        elif self.usec_bound and (usec := get("oob.time.usec")) is not None:
+            return '"' + local_timestamp(sec, usec) + '"'
+        if sec != self._stamp_sec:
+            self._stamp_sec = sec
+            self._stamp = '"' + local_timestamp(sec, None) + '"'
+        return self._stamp
 
     def flush(self, force: bool = False) -> None:
         self.sink.flush(force)
