@@ -14,7 +14,7 @@ from ulogpy.loop import Loop
 from ulogpy.ownlog import NOTICE, flush_log, python_level, reopen_logfile, setup_logging
 from ulogpy.plugin import Plugin, PluginError
 from ulogpy.registry import RegistryError
-from ulogpy.runner import attach, flush_outputs, report_counters
+from ulogpy.runner import Runner, report_counters
 from ulogpy.stack import Pipeline, build_pipeline
 
 log = logging.getLogger("ulogpy")
@@ -69,7 +69,8 @@ def run(opts) -> int:
         for inst in _start_order(pipeline):
             inst.start(loop)
             started.append(inst)
-        attach(pipeline)
+        runner = Runner(pipeline)
+        runner.start(interrupted=loop.has_pending_signals)
         if user:
             drop_privileges(user)
             log.log(NOTICE, "running as user %s", user.pw_name)
@@ -85,18 +86,17 @@ def run(opts) -> int:
         return _fail(message)
 
     daemonizer.report(True)
-    _install_signals(loop, pipeline)
-    outputs = pipeline.outputs
-    loop.after_batch = lambda: flush_outputs(outputs)
-    loop.call_every(1.0, lambda: flush_outputs(outputs, force=True))
+    _install_signals(loop, pipeline, runner)
+    loop.after_batch = runner.after_batch
+    loop.call_every(1.0, runner.tick)
     if config.global_options.stats_interval:
         loop.call_every(config.global_options.stats_interval, lambda: report_counters(pipeline))
     log.log(NOTICE, "initialization finished, entering main loop")
     try:
         loop.run()
     finally:
-        flush_outputs(outputs, force=True)
-        _stop_all(started)
+        stalled = runner.shutdown()
+        _stop_all([inst for inst in started if inst not in stalled])
         report_counters(pipeline, NOTICE)
         loop.close()
         if pidfile:
@@ -120,7 +120,7 @@ def _stop_all(instances: list[Plugin]) -> None:
             log.error("%s: stop failed: %s", inst, exc)
 
 
-def _install_signals(loop: Loop, pipeline: Pipeline) -> None:
+def _install_signals(loop: Loop, pipeline: Pipeline, runner: Runner) -> None:
     instances = pipeline.instances()
 
     def terminate(signum: int) -> None:
@@ -135,7 +135,7 @@ def _install_signals(loop: Loop, pipeline: Pipeline) -> None:
             report_counters(pipeline, NOTICE)
         for inst in instances:
             try:
-                inst.signal(signum)
+                runner.deliver(inst, signum)
             except Exception as exc:
                 log.error("%s: signal handling failed: %s", inst, exc)
 

@@ -2,8 +2,10 @@
 
 Signals are turned into loop events through `signal.set_wakeup_fd`, so they
 are handled between events, never inside one (as ulogd does with its
-self-pipe).  After every round of readable sockets the loop calls
-`after_batch` (the runner flushes outputs there).
+self-pipe).  After every round of ready sockets the loop calls
+`after_batch` (the runner flushes outputs there).  A socket may have a
+reader and a writer callback at once (an output waiting for its peer to
+accept more data still watches for the peer closing).
 """
 
 from __future__ import annotations
@@ -33,13 +35,35 @@ class Loop:
 
     # -- sockets -------------------------------------------------------------
     def add_reader(self, sock, callback: Callable[[], None]) -> None:
-        self._selector.register(sock, selectors.EVENT_READ, callback)
+        self._watch(sock, 0, callback)
 
     def remove_reader(self, sock) -> None:
+        self._watch(sock, 0, None)
+
+    def add_writer(self, sock, callback: Callable[[], None]) -> None:
+        """Call `callback` whenever `sock` can take more data (or its connect finished)."""
+        self._watch(sock, 1, callback)
+
+    def remove_writer(self, sock) -> None:
+        self._watch(sock, 1, None)
+
+    def _watch(self, sock, slot: int, callback: Callable[[], None] | None) -> None:
+        """Set the reader (slot 0) or writer (slot 1) callback of `sock`; None removes it."""
         try:
-            self._selector.unregister(sock)
+            key = self._selector.get_key(sock)
         except (KeyError, ValueError):
-            pass
+            key = None
+        callbacks = list(key.data) if key is not None else [None, None]
+        callbacks[slot] = callback
+        mask = (selectors.EVENT_READ if callbacks[0] else 0) | \
+            (selectors.EVENT_WRITE if callbacks[1] else 0)
+        if key is None:
+            if mask:
+                self._selector.register(sock, mask, tuple(callbacks))
+        elif mask:
+            self._selector.modify(sock, mask, tuple(callbacks))
+        else:
+            self._selector.unregister(sock)
 
     # -- timers --------------------------------------------------------------
     def call_later(self, delay: float, callback: Callable[[], None]) -> None:
@@ -57,6 +81,10 @@ class Loop:
         self._signal_handlers[signum] = handler
         signal.signal(signum, self._on_signal)
         signal.set_wakeup_fd(self._wake_w.fileno(), warn_on_full_buffer=False)
+
+    def has_pending_signals(self) -> bool:
+        """A signal arrived and waits for the loop (code that waits should give way)."""
+        return bool(self._pending_signals)
 
     def _on_signal(self, signum: int, frame) -> None:
         self._pending_signals.append(signum)
@@ -83,11 +111,18 @@ class Loop:
             if self._timers:
                 timeout = max(0.0, self._timers[0][0] - time.monotonic())
             events = select(timeout)
-            for key, _mask in events:
+            for key, mask in events:
                 if key.data is None:
                     self._dispatch_signals()
-                else:
-                    key.data()
+                    continue
+                reader, writer = key.data
+                if mask & selectors.EVENT_READ and reader is not None:
+                    reader()
+                    if writer is not None:  # the reader may have dropped the socket or writer
+                        current = self._selector.get_map().get(key.fd)
+                        writer = current.data[1] if current is not None else None
+                if mask & selectors.EVENT_WRITE and writer is not None:
+                    writer()
             if self._pending_signals:
                 self._dispatch_signals()
             now = time.monotonic()

@@ -160,6 +160,10 @@ class OutputPlugin(Plugin):
 
     kind = Kind.OUTPUT
     output_type = DataType.SINK
+    #: Written from a thread of its own behind a bounded queue (`ulogpy.outqueue`); such a
+    #: plugin adds `QUEUE_OPTIONS` to its options.  An instance may turn it off in
+    #: `configure` when it never blocks anyway (e.g. a non-blocking socket).
+    queued: bool = False
 
     def write(self, record: dict) -> None:
         raise NotImplementedError

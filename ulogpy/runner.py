@@ -2,8 +2,9 @@
 
 Plugins stay small because everything around them lives here: fan-out of
 one input to several stacks, the per-stack chain of filters and output,
-counting what was emitted, stopped, failed or dropped, flushing outputs
-after each batch, and delivering signals once per real instance.
+counting what was emitted, stopped, failed or dropped, the queue and
+writer thread of each output (`ulogpy.outqueue`), flushing after each
+batch, and delivering signals once per real instance.
 
 The per-event path is a closure per stack with no validation: the stack
 builder already checked everything.
@@ -11,9 +12,12 @@ builder already checked everything.
 
 from __future__ import annotations
 
+import functools
 import logging
+import time
 from collections.abc import Callable
 
+from ulogpy.outqueue import OutputQueue
 from ulogpy.plugin import OutputPlugin, Plugin
 from ulogpy.stack import Pipeline, Stack
 
@@ -22,8 +26,12 @@ log = logging.getLogger("ulogpy.runner")
 LOGGED_FAILURES = 5
 
 
-def _stack_chain(stack: Stack) -> Callable[[dict], None]:
-    """A function that runs one record through the filters and the output of `stack`."""
+def _stack_chain(stack: Stack, sink: Callable[[dict], None] | None) -> Callable[[dict], None]:
+    """A function that runs one record through the filters of `stack` to its output.
+
+    `sink` is the output's queue (`OutputQueue.put`); without one the output's
+    `write` is called right here and counted.
+    """
     filters = tuple(f.interp for f in stack.filters)
     write = stack.output.write
     out_counters = stack.output.counters
@@ -36,15 +44,27 @@ def _stack_chain(stack: Stack) -> Callable[[dict], None]:
 
     plugins = tuple(stack.filters)
 
-    def chain(record: dict) -> None:
+    def run_filters(record: dict) -> bool:
         i = 0
         try:
             for i, interp in enumerate(filters):  # noqa: B007 - i names the failing filter
                 if interp(record) is False:
                     plugins[i].counters.add("stopped")
-                    return
+                    return False
         except Exception as exc:
             failed(plugins[i], exc)
+            return False
+        return True
+
+    if sink is not None:
+        def queued_chain(record: dict) -> None:
+            if run_filters(record):
+                sink(record)
+
+        return queued_chain
+
+    def chain(record: dict) -> None:
+        if not run_filters(record):
             return
         try:
             write(record)
@@ -56,23 +76,84 @@ def _stack_chain(stack: Stack) -> Callable[[dict], None]:
     return chain
 
 
-def attach(pipeline: Pipeline) -> None:
-    """Connect every input's `emit` to the chains of its stacks."""
-    for inp in pipeline.inputs:
-        chains = [_stack_chain(s) for s in pipeline.stacks_of(inp)]
-        counters = inp.counters
-        if len(chains) == 1:
-            only = chains[0]
+class Runner:
+    """Connects inputs to their stacks and owns the output queues and their threads."""
 
-            def emit(record: dict, _only=only, _c=counters) -> None:
-                _c.add("emitted")
-                _only(record)
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+        self.queues: dict[OutputPlugin, OutputQueue] = {}
+        for out in pipeline.outputs:
+            if out.queued:
+                cfg = out.config
+                self.queues[out] = OutputQueue(out, cfg.queue_size, cfg.queue_policy,
+                                               cfg.spool_dir)
+        self.inline = [out for out in pipeline.outputs if out not in self.queues]
+        self._hand_overs = tuple(q.hand_over for q in self.queues.values())
+        for inp in pipeline.inputs:
+            chains = [_stack_chain(s, self._sink(s.output)) for s in pipeline.stacks_of(inp)]
+            inp.emit = _emitter(chains, inp.counters)
+
+    def _sink(self, out: OutputPlugin) -> Callable[[dict], None] | None:
+        queue = self.queues.get(out)
+        return queue.put if queue is not None else None
+
+    def start(self, interrupted: Callable[[], bool] = lambda: False) -> None:
+        """Start the output threads (after the outputs' own `start`)."""
+        for queue in self.queues.values():
+            queue.interrupted = interrupted
+            queue.start()
+
+    def after_batch(self) -> None:
+        """After each read batch: queued records go to their threads, inline outputs flush."""
+        for hand_over in self._hand_overs:
+            hand_over()
+        flush_outputs(self.inline)
+
+    def tick(self) -> None:
+        """Once a second: every output writes what it holds back (non-`sync` files)."""
+        for out, queue in self.queues.items():
+            queue.control(functools.partial(out.flush, True))
+        flush_outputs(self.inline, force=True)
+
+    def deliver(self, inst: Plugin, signum: int) -> None:
+        """A signal for one instance; an output's runs in its thread, after its records."""
+        queue = self.queues.get(inst)  # type: ignore[call-overload]
+        if queue is not None:
+            queue.control(functools.partial(inst.signal, signum))
         else:
-            def emit(record: dict, _chains=tuple(chains), _c=counters) -> None:
-                _c.add("emitted")
-                for chain in _chains:
-                    chain(dict(record))
-        inp.emit = emit
+            inst.signal(signum)
+
+    def shutdown(self, timeout: float = 5.0) -> list[OutputPlugin]:
+        """Write everything still queued; returns the outputs that stalled (left running)."""
+        for queue in self.queues.values():
+            queue.request_stop()
+        deadline = time.monotonic() + timeout
+        stalled = [out for out, queue in self.queues.items()
+                   if not queue.join(max(0.0, deadline - time.monotonic()))]
+        flush_outputs(self.inline, force=True)
+        return stalled
+
+
+def _emitter(chains: list[Callable[[dict], None]], counters) -> Callable[[dict], None]:
+    if len(chains) == 1:
+        only = chains[0]
+
+        def emit(record: dict) -> None:
+            counters.add("emitted")
+            only(record)
+    else:
+        all_chains = tuple(chains)
+
+        def emit(record: dict) -> None:
+            counters.add("emitted")
+            for chain in all_chains:
+                chain(dict(record))
+    return emit
+
+
+def attach(pipeline: Pipeline) -> Runner:
+    """Connect every input's `emit` to the chains of its stacks."""
+    return Runner(pipeline)
 
 
 def flush_outputs(outputs: list[OutputPlugin], force: bool = False) -> None:
@@ -89,4 +170,3 @@ def report_counters(pipeline: Pipeline, level: int = logging.INFO) -> None:
     """One log line per instance with its counters."""
     for inst in pipeline.instances():
         log.log(level, "counters %s: %s", inst, inst.counters)
-

@@ -8,6 +8,7 @@ import time
 
 from ulogpy.filesink import FileSink
 from ulogpy.keys import STRING, U32, keys
+from ulogpy.outqueue import QUEUE_OPTIONS
 from ulogpy.plugin import DataType, Option, OutputPlugin, PluginError
 
 
@@ -16,9 +17,11 @@ class LOGEMU(OutputPlugin):
     description = "Syslog-emulation text file"
     input_type = DataType.PACKET | DataType.FLOW
     section_required = True
+    queued = True
     options = (
         Option("file", str, "/var/log/ulogd_syslogemu.log", help="path of the log file"),
         Option("sync", int, 0, help="1: every batch reaches the file at once"),
+        *QUEUE_OPTIONS,
     )
     input_keys = keys(("print", STRING), ("oob.time.sec", U32, True))
 

@@ -1,0 +1,298 @@
+"""A bounded queue and a writer thread in front of one output.
+
+ulogd writes from its only thread, so a stalled disk or a slow peer stops
+every input and the kernel drops events for all stacks.  Here the reader
+only appends records to the output's queue; a thread per output writes
+them.  When the queue is full the output's policy decides, and every record
+that does not reach the output is counted:
+
+* `block`: the reader waits for room (back-pressure: nothing dropped here,
+  the kernel may drop instead, and the input counts that);
+* `drop-oldest`: the oldest queued records make room (as Telegraf's output
+  buffers do);
+* `spool`: the overflow goes to a file on disk and is written, in order,
+  once the output catches up.
+
+The reader hands records over once per batch (one lock per batch, not per
+record).  Everything that touches the output itself (writes, flushes,
+SIGHUP's reopen) runs in its thread, so plugins need no locking.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import marshal
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+from ulogpy.plugin import Option, OutputPlugin
+
+log = logging.getLogger("ulogpy.outqueue")
+
+POLICIES = ("block", "drop-oldest", "spool")
+#: How many failures of one output are logged in full before only counting.
+LOGGED_FAILURES = 5
+
+
+def _check_size(value: int) -> str | None:
+    return None if value > 0 else "a positive number of records"
+
+
+#: The options every queued output accepts (ulogpy's own; `-i` marks them).
+QUEUE_OPTIONS = (
+    Option("queue_size", int, 100_000, help="records kept in memory for this output",
+           check=_check_size, ulogd=False),
+    Option("queue_policy", str, "drop-oldest", choices=POLICIES, ulogd=False,
+           help="when the queue is full: block the reader, drop the oldest, spool to disk"),
+    Option("spool_dir", str, "/var/lib/ulogpy/spool", ulogd=False,
+           help="directory of the on-disk spool (queue_policy=spool)"),
+)
+
+
+class Spool:
+    """Append-only file of record batches, read back in order (one file per output)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.records = 0
+        self._write = None
+        self._read = None
+
+    def recover(self) -> int:
+        """Count the records a previous run left in the spool (they are written first)."""
+        try:
+            with open(self.path, "rb") as f:
+                while True:
+                    try:
+                        self.records += len(marshal.load(f))
+                    except EOFError:
+                        break
+        except FileNotFoundError:
+            pass
+        except (ValueError, TypeError) as exc:  # a torn last batch: keep what is readable
+            log.error("spool %s is damaged after %d records: %s", self.path, self.records, exc)
+        return self.records
+
+    def append(self, batch: list[dict]) -> None:
+        if self._write is None:
+            os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
+            self._write = open(self.path, "ab")  # noqa: SIM115 - kept open while spooling
+        marshal.dump(batch, self._write)
+        self._write.flush()
+        self.records += len(batch)
+
+    def take(self) -> list[dict] | None:
+        """The oldest spooled batch, or None when the spool is empty (then it is removed)."""
+        if self.records == 0:
+            return None
+        if self._read is None:
+            self._read = open(self.path, "rb")  # noqa: SIM115
+        batch = marshal.load(self._read)
+        self.records -= len(batch)
+        if self.records == 0:
+            self.close(remove=True)
+        return batch
+
+    def close(self, remove: bool = False) -> None:
+        for f in (self._write, self._read):
+            if f is not None:
+                f.close()
+        self._write = self._read = None
+        if remove:
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+
+
+class OutputQueue:
+    """The queue and writer thread of one output instance."""
+
+    def __init__(self, output: OutputPlugin, size: int, policy: str, spool_dir: str) -> None:
+        self.output = output
+        self.size = size
+        self.policy = policy
+        self.counters = output.counters
+        #: Records of the current batch (reader thread only): `put` is its append.
+        self.pending: list[dict] = []
+        self.put: Callable[[dict], None] = self.pending.append
+        self._queue: deque[list[dict]] = deque()
+        self._queued = 0
+        self._controls: deque[Callable[[], None]] = deque()
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._spool = Spool(os.path.join(spool_dir, f"{output.id}.spool")) \
+            if policy == "spool" else None
+        if self._spool is not None and self._spool.recover():
+            log.log(25, "%s: %d spooled records from the last run will be written first",
+                    output, self._spool.records)
+        self._thread = threading.Thread(target=self._run, name=f"output {output}", daemon=True)
+        #: Set by the runner: True when a signal waits, so a blocked reader gives up waiting.
+        self.interrupted: Callable[[], bool] = lambda: False
+
+    def start(self) -> None:
+        self._thread.start()
+
+    # -- reader side -------------------------------------------------------
+    def hand_over(self) -> None:
+        """Move the batch collected by `put` into the queue (after each read batch)."""
+        if not self.pending:
+            return
+        batch = self.pending[:]
+        self.pending.clear()
+        with self._cond:
+            if self._spool is not None and self._spool.records:
+                self._to_spool(batch)  # keep the order: nothing overtakes the spool
+            elif self._queued + len(batch) > self.size:
+                self._overflow(batch)
+            else:
+                self._enqueue(batch)
+            self._cond.notify()
+
+    def _enqueue(self, batch: list[dict]) -> None:
+        self._queue.append(batch)
+        self._queued += len(batch)
+
+    def _overflow(self, batch: list[dict]) -> None:
+        if self.policy == "block":
+            started = time.monotonic()
+            while self._queued + len(batch) > self.size and self._queued and \
+                    self._thread.is_alive() and not self.interrupted():
+                self._cond.wait(0.2)
+            self.counters.add("blocked_ms", int((time.monotonic() - started) * 1000))
+            if self._queued + len(batch) > self.size and self._queued:
+                self._drop_oldest(batch)  # a signal (SIGTERM...) must not wait for the output
+            else:
+                self._enqueue(batch)
+        elif self.policy == "spool":
+            self._to_spool(batch)
+        else:
+            self._drop_oldest(batch)
+
+    def _drop_oldest(self, batch: list[dict]) -> None:
+        self._enqueue(batch)
+        dropped = 0
+        while self._queued > self.size:
+            oldest = self._queue[0]
+            excess = self._queued - self.size
+            if len(oldest) <= excess:
+                self._queue.popleft()
+                cut = len(oldest)
+            else:
+                del oldest[:excess]
+                cut = excess
+            self._queued -= cut
+            dropped += cut
+        self._note_drop(dropped, "queue full")
+
+    def _to_spool(self, batch: list[dict]) -> None:
+        assert self._spool is not None
+        try:
+            self._spool.append(batch)
+        except (OSError, ValueError, TypeError) as exc:
+            self._note_drop(len(batch), f"spool failed: {exc}")
+            return
+        self.counters.add("spooled", len(batch))
+
+    def _note_drop(self, count: int, why: str) -> None:
+        if not count:
+            return
+        before = self.counters.get("dropped")
+        self.counters.add("dropped", count)
+        if before == 0:
+            log.error("%s: output too slow, dropping records (%s); counted as 'dropped'",
+                      self.output, why)
+
+    def control(self, action: Callable[[], None]) -> None:
+        """Run `action` in the output's thread, in order with the records before it."""
+        self.hand_over()
+        with self._cond:
+            self._controls.append(action)
+            self._cond.notify()
+
+    def depth(self) -> int:
+        return self._queued + len(self.pending) + (self._spool.records if self._spool else 0)
+
+    # -- output side -------------------------------------------------------
+    def _run(self) -> None:
+        write = self.output.write
+        counters = self.counters
+        while True:
+            with self._cond:
+                while not (self._queue or self._controls or self._stopping or
+                           (self._spool is not None and self._spool.records)):
+                    self._cond.wait()
+                batches = list(self._queue)
+                self._queue.clear()
+                self._queued = 0
+                controls = list(self._controls)
+                self._controls.clear()
+                stopping = self._stopping
+                if not batches and self._spool is not None and self._spool.records:
+                    spooled = self._spool.take()
+                    if spooled:
+                        batches = [spooled]
+                        counters.add("replayed", len(spooled))
+                self._cond.notify_all()  # room for a blocked reader
+            for batch in batches:
+                written = 0
+                for record in batch:
+                    try:
+                        write(record)
+                        written += 1
+                    except Exception as exc:
+                        counters.add("failed")
+                        if counters.get("failed") <= LOGGED_FAILURES:
+                            log.error("%s failed on an event: %r", self.output, exc)
+                counters.add("written", written)
+                self._safely(self.output.flush)
+            for action in controls:
+                self._safely(action)
+            with self._cond:
+                idle = not (self._queue or self._controls or
+                            (self._spool is not None and self._spool.records))
+                self._cond.notify_all()
+            if stopping and idle:
+                return
+
+    def _safely(self, action: Callable[[], None]) -> None:
+        try:
+            action()
+        except Exception as exc:
+            self.counters.add("flush_failed")
+            if self.counters.get("flush_failed") <= LOGGED_FAILURES:
+                log.error("%s: %s failed: %s", self.output, getattr(action, "__name__", action),
+                          exc)
+
+    def request_stop(self) -> None:
+        """Ask the thread to write what is queued (and spooled), flush, and end."""
+        self.hand_over()
+        with self._cond:
+            self._controls.append(functools.partial(self.output.flush, True))
+            self._stopping = True
+            self._cond.notify()
+
+    def join(self, timeout: float) -> bool:
+        """Wait for the thread to end; False if the output stalled (what is left is counted
+        as dropped, or kept in the spool for the next run)."""
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            with self._cond:
+                left = [r for batch in self._queue for r in batch]
+                self._queue.clear()
+                self._queued = 0
+                if self._spool is not None and left:
+                    # Replayed by the next run (after what was spooled before them).
+                    self._to_spool(left)
+                    left = []
+            self._note_drop(len(left), "stalled at exit")
+            log.error("%s: output stalled at exit; %d records dropped, %d kept in the spool",
+                      self.output, len(left), self._spool.records if self._spool else 0)
+            return False
+        if self._spool is not None:
+            self._spool.close(remove=not self._spool.records)
+        return True
