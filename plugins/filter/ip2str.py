@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 
+from ulogpy.addrfamily import address_family, refuse
 from ulogpy.keys import IPADDR, STRING, U8, U16, keys
 from ulogpy.plugin import DataType, FilterPlugin
 
@@ -14,7 +15,6 @@ _ADDRESS_KEYS = (
 _CIM = {"ip.saddr": "src_ip", "orig.ip.saddr": "src_ip",
         "ip.daddr": "dest_ip", "orig.ip.daddr": "dest_ip"}
 _PAIRS = tuple((name, name + ".str") for name in _ADDRESS_KEYS)
-_ETH_IPV6, _ETH_IPV4, _ETH_ARP = 0x86DD, 0x0800, 0x0806
 
 
 class IP2STR(FilterPlugin):
@@ -29,27 +29,13 @@ class IP2STR(FilterPlugin):
     output_keys = keys(*((name + ".str", STRING, False, _CIM.get(name)) for name in _ADDRESS_KEYS))
 
     def interp(self, record: dict) -> bool | None:
-        family = record.get("oob.family")
-        if family == 2:
-            af = socket.AF_INET
-        elif family == 10:
-            af = socket.AF_INET6
-        elif family == 7:
-            proto = record.get("oob.protocol")
-            if proto == _ETH_IPV6:
-                af = socket.AF_INET6
-            elif proto in (_ETH_IPV4, _ETH_ARP):
-                af = socket.AF_INET
-            else:
-                self.counters.add("unknown_bridge_protocol")
-                return False
-        else:
-            if any(name in record for name in _ADDRESS_KEYS):
-                self.counters.add("unknown_family")
-                return False
+        af = address_family(record)
+        get = record.get
+        if af.__class__ is str:  # no family: an error only if there is an address to convert
+            if any(get(name) is not None for name in _ADDRESS_KEYS):
+                return refuse(self, af)
             return None
         ntop = socket.inet_ntop
-        get = record.get
         for name, out in _PAIRS:
             value = get(name)
             if value is not None:

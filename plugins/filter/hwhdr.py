@@ -1,0 +1,80 @@
+"""HWHDR: the link-layer header as text (`mac.str`, `mac.saddr.str`, `mac.daddr.str`).
+
+Follows ulogd 2.0.8 (spec 4.7) step by step, including which outputs it sets when:
+`oob.protocol` is copied when present and replaced by the ethertype for Ethernet;
+`raw.type` is set only when there is a hardware address or header.  Both names are
+also outputs of NFLOG: a record is one dict, so these overwrite NFLOG's values, which
+is what ulogd's downstream plugins see too (they bind to the nearest provider).
+
+A header or address longer than 42 bytes does not fit ulogd's text buffer: ulogd
+returns ERR, ulogpy stops the event for this stack the same way (counted).
+"""
+
+from __future__ import annotations
+
+from ulogpy.keys import RAW, STRING, U16, keys
+from ulogpy.plugin import DataType, FilterPlugin
+
+ARPHRD_ETHER, ARPHRD_VOID = 1, 0xFFFF
+ETH_ALEN, ETH_HLEN = 6, 14
+#: ulogd formats into 128-byte buffers: 3 characters per byte plus the NUL must fit.
+MAX_TEXT_BYTES = (128 - 1) // 3
+
+
+class HWHDR(FilterPlugin):
+    name = "HWHDR"
+    description = "Format the hardware header and addresses as text"
+    input_type = DataType.PACKET
+    output_type = DataType.PACKET
+    input_keys = keys(
+        ("raw.type", U16, True), ("oob.protocol", U16), ("raw.mac", RAW, True),
+        ("raw.mac_len", U16, True), ("raw.mac.saddr", RAW, True),
+        ("raw.mac.addrlen", U16, True),
+    )
+    output_keys = keys(
+        ("raw.type", U16), ("oob.protocol", U16), ("mac.saddr.str", STRING),
+        ("mac.daddr.str", STRING), ("mac.str", STRING),
+    )
+
+    def interp(self, record: dict) -> bool | None:
+        get = record.get
+        # Read every input before writing: raw.type and oob.protocol are also outputs.
+        in_type = get("raw.type")
+        saddr = get("raw.mac.saddr")
+        mac = get("raw.mac")
+        if saddr is not None:
+            addrlen = get("raw.mac.addrlen")
+            if addrlen is None:
+                self.counters.add("no_addrlen")
+                return False
+            if addrlen > MAX_TEXT_BYTES:
+                self.counters.add("too_long")
+                return False
+            record["mac.saddr.str"] = saddr[:addrlen].hex(":")
+            record["raw.type"] = ARPHRD_VOID
+        elif mac is None:
+            # ulogd leaves its raw.type unset here; consumers bind to it, not to NFLOG's.
+            record.pop("raw.type", None)
+            return None
+        if mac is None:
+            return None
+        maclen = get("raw.mac_len")
+        if maclen is None:
+            self.counters.add("no_mac_len")
+            return False
+        if in_type is None:
+            in_type = ARPHRD_ETHER if maclen == ETH_HLEN else ARPHRD_VOID
+        record["raw.type"] = in_type
+        if in_type == ARPHRD_ETHER:
+            if len(mac) >= ETH_HLEN:
+                if saddr is None:
+                    record["mac.saddr.str"] = mac[ETH_ALEN:2 * ETH_ALEN].hex(":")
+                record["mac.daddr.str"] = mac[:ETH_ALEN].hex(":")
+                record["oob.protocol"] = (mac[12] << 8) | mac[13]
+            else:
+                self.counters.add("short_header")
+        if maclen > MAX_TEXT_BYTES:
+            self.counters.add("too_long")
+            return False
+        record["mac.str"] = mac[:maclen].hex(":")
+        return None
