@@ -256,15 +256,17 @@ def _nearest_provider(upstream: list[Plugin], name: str) -> Plugin | None:
 
 
 def _wildcard_keys(upstream: list[Plugin]) -> list[Key]:
-    """Every upstream output key once, at its first position, typed as its nearest provider."""
-    order: list[str] = []
+    """One input per upstream output key, in stack order, as ulogd creates them.
+
+    A name given by several plugins appears once per giver (GPRINT and OPRINT
+    print it that many times; JSON keeps the first position), each occurrence
+    typed as the nearest provider, which is where ulogd binds all of them.
+    """
     nearest: dict[str, Key] = {}
     for inst in upstream:
         for key in inst.output_keys:
-            if key.name not in nearest:
-                order.append(key.name)
             nearest[key.name] = key
-    return [nearest[name] for name in order]
+    return [nearest[key.name] for inst in upstream for key in inst.output_keys]
 
 
 def _warn_type_mismatch(instances: list[Plugin]) -> None:
