@@ -240,12 +240,10 @@ class NFCT(InputPlugin):
     # -- overruns and resync --------------------------------------------------
     def _overrun(self) -> None:
         self.counters.add("overruns")
-        maxsize = self.config.netlink_socket_buffer_maxsize
-        if maxsize and self.bufsize < maxsize:
-            # `bufsize` is what the kernel reports, twice what was asked: ask for half
-            # the target so the buffer really doubles.
-            target = min(maxsize, self.bufsize * 2)
-            self.bufsize = nlsock.set_rcvbuf(self.sock, target // 2)
+        grown = nlsock.grow_rcvbuf(self.sock, self.bufsize,
+                                   self.config.netlink_socket_buffer_maxsize)
+        if grown is not None:
+            self.bufsize = grown
             log.log(25, "%s: we are losing events, increasing buffer size to %d",
                     self.id, self.bufsize)
         elif self.counters.get("overruns") == 1:

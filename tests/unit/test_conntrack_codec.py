@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import errno
 import ipaddress
-import json
 import struct
 from functools import cache
 from pathlib import Path
@@ -18,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from tests.fixtures.recorded import load_manifest, load_records
 from ulogpy.netlink import attrs, conntrack, nlsock
 from ulogpy.netlink.attrs import MalformedMessage
 from ulogpy.netlink.conntrack import CtEvent, decode_ct
@@ -33,17 +33,12 @@ L4_HDR = {6: 20, 17: 8, 136: 8, 1: 8, 58: 8, 47: 0, 253: 0}
 
 @cache
 def manifest() -> dict:
-    return json.loads((FIX / "manifest.json").read_text())
+    return load_manifest(FIX)
 
 
 @cache
 def records() -> list[dict]:
-    out = []
-    for line in (FIX / "messages.jsonl").read_text().splitlines():
-        rec = json.loads(line)
-        rec["data"] = bytes.fromhex(rec["hex"])
-        out.append(rec)
-    return out
+    return load_records(FIX)
 
 
 @cache

@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import itertools
 import os
+import select
 import socket
 import struct
 import time
@@ -182,6 +183,120 @@ def dump(
             yield data, off, mlen
             if not mflags & NLM_F_MULTI:
                 return
+
+
+def request_ack(
+    sock: socket.socket,
+    request: bytes,
+    other: list[bytes] | None = None,
+    timeout: float = 5.0,
+    bufsize: int = 1 << 17,
+) -> None:
+    """Send a request carrying NLM_F_ACK and wait for the kernel's answer to it.
+
+    Raises `NetlinkError` with the errno the kernel answered (ETIMEDOUT if
+    no answer came within `timeout` s).  Datagrams that are not the answer --
+    data the socket receives meanwhile, such as logged packets on an NFLOG
+    socket once its group is bound -- are appended to `other` (dropped when
+    it is None), so the caller can process them later, in order.
+    """
+    seq = NLMSGHDR.unpack_from(request)[3]
+    sock.send(request)
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([sock], [], [], left)[0]:
+            raise NetlinkError(errno.ETIMEDOUT, "no answer from the kernel")
+        try:
+            data = sock.recv(bufsize, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            continue
+        except OSError as exc:
+            if exc.errno == errno.ENOBUFS:  # some data was lost; the answer may still come
+                continue
+            raise
+        answer = None
+        try:
+            for off, mlen, mtype, _flags, mseq, _pid in iter_messages(data):
+                if mtype == NLMSG_ERROR and mseq == seq:
+                    answer = error_code(data, off, mlen)
+        except MalformedMessage:
+            pass
+        if answer is None:
+            if other is not None:
+                other.append(data)
+            continue
+        if answer:
+            raise NetlinkError(answer, os.strerror(answer))
+        return
+
+
+def grow_rcvbuf(sock: socket.socket, current: int, maxsize: int) -> int | None:
+    """Double the receive buffer after an overrun, up to `maxsize` (kernel-reported sizes).
+
+    Returns the new size as the kernel reports it, or None when `maxsize`
+    is 0 (growth not wanted) or already reached.  `current` is what the
+    kernel reported before; it is twice what was asked, so half the target is
+    asked for, and the buffer really doubles.
+    """
+    if not maxsize or current >= maxsize:
+        return None
+    target = min(maxsize, max(current, 1) * 2)
+    return set_rcvbuf(sock, max(target // 2, 1))
+
+
+PROC_NET_NETLINK = Path("/proc/net/netlink")
+
+
+def netlink_socket_inode(
+    portid: int, protocol: int = NETLINK_NETFILTER, path: Path = PROC_NET_NETLINK
+) -> int | None:
+    """The inode of the netlink socket with `portid` in the caller's netns, or None.
+
+    Columns of the proc file: sk, Eth (protocol), Pid (port id), Groups,
+    Rmem, Wmem, Dump, Locks, Drops, Inode.
+    """
+    try:
+        lines = path.read_text().splitlines()[1:]
+    except OSError:
+        return None
+    for line in lines:
+        cols = line.split()
+        if len(cols) >= 10 and cols[1] == str(protocol) and cols[2] == str(portid):
+            return int(cols[9])
+    return None
+
+
+def socket_owners(inode: int, proc: Path = Path("/proc")) -> list[tuple[int, str]]:
+    """(pid, command name) of every process holding socket `inode` open.
+
+    Scans ``/proc/<pid>/fd``; processes that vanish or cannot be read are
+    skipped, so the answer may be empty.
+    """
+    target = f"socket:[{inode}]"
+    owners = []
+    for entry in os.scandir(proc):
+        if not entry.name.isdigit():
+            continue
+        try:
+            fds = os.scandir(os.path.join(entry.path, "fd"))
+        except OSError:
+            continue
+        with fds:
+            for fd in fds:
+                try:
+                    if os.readlink(fd.path) == target:
+                        break
+                except OSError:
+                    continue
+            else:
+                continue
+        try:
+            comm = Path(entry.path, "comm").read_text().strip()
+        except OSError:
+            comm = "?"
+        owners.append((int(entry.name), comm))
+    return sorted(owners)
 
 
 PROC_SYS = Path("/proc/sys")

@@ -1,0 +1,339 @@
+"""NFLOG: packets logged by `nft ... log group N` / `iptables -j NFLOG` (spec 4.1).
+
+Start as ulogd: per-family unbind/bind (group 0 or `bind=1`), bind the
+group, copy whole packets (range 0xffff), then socket buffer, queue
+threshold and timeout, flags -- with ulogd's NOTICE lines.  A group held by
+another process is refused with that process named.
+
+Unlike ulogd: every readiness drains the socket (bounded) instead of one
+`recv`; an overrun (ENOBUFS) is counted and grows the buffer from its
+current size up to `netlink_socket_buffer_maxsize`; the kernel always adds
+per-group sequence numbers, so each lost packet is counted (`lost`) even
+though `oob.seq.local` is only exported with `seq_local=1` (so records stay
+as ulogd writes them); `netlink_socket_buffer_size` is applied even without
+a maximum (ulogd 2.0.8 then ignores it and logs "set to 0").
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import socket
+import time
+
+from ulogpy.keys import RAW, STRING, U8, U16, U32, keys
+from ulogpy.netlink import nflog, nlsock
+from ulogpy.netlink.attrs import MalformedMessage
+from ulogpy.netlink.nflog import PartialMessage
+from ulogpy.ownlog import NOTICE
+from ulogpy.plugin import DataType, InputPlugin, Option, PluginError
+
+log = logging.getLogger("ulogpy.nflog")
+#: Datagrams read per wake-up before the loop gets control back (other inputs, flushes).
+READS_PER_WAKEUP = 256
+#: Families whose logger ulogd (un)binds for group 0 or bind=1: inet, inet6, bridge.
+SYSTEM_FAMILIES = (socket.AF_INET, socket.AF_INET6, socket.AF_BRIDGE)
+#: Seconds between two NOTICE lines about lost packets (the counter has every one).
+LOSS_LOG_INTERVAL = 10.0
+#: A sequence number this far behind the expected one is a restart, not a loss.
+_SEQ_BACKWARDS = 1 << 31
+_U32 = 0xFFFFFFFF
+
+
+def _range(lo: int, hi: int):
+    def check(value: int) -> str | None:
+        return None if lo <= value <= hi else f"must be between {lo} and {hi}"
+
+    return check
+
+
+def _not_negative(value: int) -> str | None:
+    return None if value >= 0 else "must be 0 (kernel default) or positive"
+
+
+class NFLOG(InputPlugin):
+    name = "NFLOG"
+    description = "Packets logged to an nfnetlink_log group (nft log group / NFLOG target)"
+    output_type = DataType.RAW
+    options = (
+        Option("bufsize", int, 150000, check=_range(64, 1 << 30),
+               help="bytes read per recv (not the socket buffer)"),
+        Option("group", int, 0, check=_range(0, 0xFFFF), help="nflog group to bind"),
+        Option("unbind", int, 1, help="1: force-unbind other loggers first (group 0 / bind=1)"),
+        Option("bind", int, 0, help="1: also bind as the logger of inet, inet6 and bridge"),
+        Option("seq_local", int, 0, help="1: export the group's sequence number oob.seq.local"),
+        Option("seq_global", int, 0, help="1: export the global sequence number oob.seq.global"),
+        Option("numeric_label", int, 0, check=_range(0, 255), help="value of raw.label"),
+        Option("netlink_socket_buffer_size", int, 0, check=_not_negative,
+               help="socket receive buffer in bytes"),
+        Option("netlink_socket_buffer_maxsize", int, 0, check=_not_negative,
+               help="grow the buffer up to this on overruns"),
+        Option("netlink_qthreshold", int, 0, check=_not_negative,
+               help="packets the kernel batches per message"),
+        Option("netlink_qtimeout", int, 0, check=_not_negative,
+               help="kernel batch flush timeout in 1/100 s"),
+        Option("attach_conntrack", int, 0, help="1: attach the conntrack entry (key ct)"),
+    )
+    output_keys = keys(
+        ("raw.mac", RAW), ("raw.pkt", RAW), ("raw.pktlen", U32), ("raw.pktcount", U32),
+        ("oob.prefix", STRING), ("oob.time.sec", U32), ("oob.time.usec", U32),
+        ("oob.mark", U32), ("oob.ifindex_in", U32), ("oob.ifindex_out", U32),
+        ("oob.hook", U8), ("raw.mac_len", U16), ("oob.seq.local", U32),
+        ("oob.seq.global", U32), ("oob.family", U8), ("oob.protocol", U16),
+        ("oob.uid", U32), ("oob.gid", U32), ("raw.label", U8), ("raw.type", U16),
+        ("raw.mac.saddr", RAW), ("raw.mac.addrlen", U16), ("raw", RAW), ("ct", RAW),
+    )
+
+    def configure(self) -> None:
+        cfg = self.config
+        self.group = cfg.group
+        #: Keys every record carries whatever the kernel sent.
+        self.base = {"raw.pktcount": 1, "raw.label": cfg.numeric_label, "oob.mark": 0}
+        self.export_seq = bool(cfg.seq_local)
+        #: The flags ulogd would set; ulogpy always adds NFULNL_CFG_F_SEQ to count losses.
+        self.user_flags = (
+            (nflog.NFULNL_CFG_F_SEQ if cfg.seq_local else 0)
+            | (nflog.NFULNL_CFG_F_SEQ_GLOBAL if cfg.seq_global else 0)
+            | (nflog.NFULNL_CFG_F_CONNTRACK if cfg.attach_conntrack else 0)
+        )
+        self.sock: socket.socket | None = None
+        self.loop = None
+        self.rcvbuf = 0
+        #: The kernel numbers a group's packets from 0 once NFULNL_CFG_F_SEQ is set.
+        self.next_seq = 0
+        self.growth_stopped = False
+        self.last_loss_log = 0.0
+        self.logged_lost = 0
+        self.early: list[bytes] = []
+
+    # -- start / stop ---------------------------------------------------------
+    def start(self, loop) -> None:
+        cfg = self.config
+        self.loop = loop
+        try:
+            self.sock = nlsock.open_socket()
+        except OSError as exc:
+            raise PluginError(f"cannot open nfnetlink_log socket: {exc.strerror}") from None
+        try:
+            self._setup(cfg)
+        except BaseException:
+            self.sock.close()
+            self.sock = None
+            raise
+        self.sock.setblocking(False)
+        loop.add_reader(self.sock, self.on_readable)
+        if self.early:  # packets that came in while the kernel was being configured
+            loop.call_later(0, self._replay_early)
+
+    def _request(self, request: bytes) -> None:
+        nlsock.request_ack(self.sock, request, self.early, bufsize=self.config.bufsize)
+
+    def _setup(self, cfg) -> None:
+        seq = nlsock.next_seq
+        if cfg.group == 0 or cfg.bind:
+            for pf in SYSTEM_FAMILIES:
+                if cfg.unbind > 0:
+                    log.log(NOTICE, "forcing unbind of existing log handler for protocol %d", pf)
+                    try:
+                        self._request(nflog.build_pf_unbind(seq(), pf))
+                    except OSError as exc:
+                        raise PluginError(
+                            f"unable to force-unbind existing log handler for protocol {pf}: "
+                            f"{exc.strerror}") from None
+                log.debug("binding to protocol family %d", pf)
+                try:
+                    self._request(nflog.build_pf_bind(seq(), pf))
+                except OSError as exc:
+                    raise PluginError(
+                        f"unable to bind to protocol family {pf}: {exc.strerror}") from None
+        log.debug("binding to log group %d", cfg.group)
+        try:
+            self._request(nflog.build_bind(seq(), cfg.group))
+        except OSError as exc:
+            raise PluginError(self._bind_error(exc)) from None
+        try:
+            self._request(nflog.build_mode(seq(), cfg.group))
+        except OSError as exc:
+            raise PluginError(
+                f"unable to set copy mode for log group {cfg.group}: {exc.strerror}") from None
+
+        if cfg.netlink_socket_buffer_size:
+            self.rcvbuf = nlsock.set_rcvbuf(self.sock, cfg.netlink_socket_buffer_size)
+            log.log(NOTICE, "NFLOG netlink buffer size has been set to %d", self.rcvbuf)
+        else:
+            self.rcvbuf = nlsock.get_rcvbuf(self.sock)
+        for value, build, what in (
+            (cfg.netlink_qthreshold, nflog.build_qthreshold, "threshold"),
+            (cfg.netlink_qtimeout, nflog.build_timeout, "timeout"),
+        ):
+            if not value:
+                continue
+            try:
+                self._request(build(seq(), cfg.group, value))
+            except OSError as exc:
+                log.log(NOTICE, "NFLOG netlink queue %s can't be set to %d", what, value)
+                log.debug("%s: kernel answered: %s", self.id, exc.strerror)
+            else:
+                log.log(NOTICE, "NFLOG netlink queue %s has been set to %d", what, value)
+        self._set_flags()
+
+    def _set_flags(self) -> None:
+        """ulogd's flags plus NFULNL_CFG_F_SEQ; without what the kernel refuses, if it does."""
+        wanted = self.user_flags | nflog.NFULNL_CFG_F_SEQ
+        try:
+            self._request(nflog.build_flags(nlsock.next_seq(), self.group, wanted))
+            return
+        except OSError as exc:
+            if self.user_flags:
+                log.error("unable to set flags 0x%x", self.user_flags)
+            reason = exc.strerror
+        # Kernels without CONFIG_NETFILTER_NETLINK_GLUE_CT refuse the conntrack flag, and
+        # ulogd then gets no flag at all; keep the sequence numbers at least.
+        fallback = wanted & ~nflog.NFULNL_CFG_F_CONNTRACK
+        try:
+            if fallback == wanted:
+                raise OSError(reason)
+            self._request(nflog.build_flags(nlsock.next_seq(), self.group, fallback))
+        except OSError:
+            log.error("%s: no sequence numbers from the kernel (%s): lost packets will not "
+                      "be counted", self.id, reason)
+
+    def _bind_error(self, exc: OSError) -> str:
+        """ulogd's `unable to bind to log group N`, naming who holds the group if known."""
+        group = self.config.group
+        if exc.errno not in (errno.EPERM, errno.EBUSY, errno.EEXIST):
+            return f"unable to bind to log group {group}: {exc.strerror}"
+        owners = []
+        portid = nflog.group_portid(group)
+        if portid is not None:
+            inode = nlsock.netlink_socket_inode(portid)
+            if inode is not None:
+                owners = nlsock.socket_owners(inode)
+        if any(pid == os.getpid() for pid, _comm in owners):
+            return (f"NFLOG group {group} is already bound by another NFLOG instance of this "
+                    "configuration: each group can be read by one instance (share its id "
+                    "between stacks instead)")
+        if owners:
+            who = ", ".join(f"pid {pid} ({comm})" for pid, comm in owners)
+        elif portid is not None:
+            who = f"netlink port {portid}, process not found"
+        else:
+            who = "owner unknown"
+        return f"NFLOG group {group} is already bound by another process: {who}"
+
+    def stop(self) -> None:
+        if self.sock is None:
+            return
+        if self.loop is not None:
+            self.loop.remove_reader(self.sock)
+        try:  # closing releases the group anyway; say it explicitly as ulogd does
+            self.sock.send(nflog.build_unbind(nlsock.next_seq(), self.group, ack=False))
+        except OSError:
+            pass
+        self.sock.close()
+        self.sock = None
+
+    # -- reading --------------------------------------------------------------
+    def on_readable(self) -> None:
+        sock = self.sock
+        if sock is None:
+            return
+        recv = sock.recv
+        size = self.config.bufsize
+        datagram = self._datagram
+        for _ in range(READS_PER_WAKEUP):
+            try:
+                data = recv(size)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno == errno.ENOBUFS:
+                    self._overrun()
+                    continue
+                self.counters.add("recv_errors")
+                log.error("%s: reading the nfnetlink_log socket failed: %s", self.id, exc)
+                return
+            datagram(data)
+
+    def _replay_early(self) -> None:
+        early, self.early = self.early, []
+        for data in early:
+            self._datagram(data)
+
+    def _datagram(self, data: bytes) -> None:
+        """Every packet message of one datagram, in order."""
+        now = None
+        decode = nflog.decode_packet
+        base = self.base
+        emit = self.emit
+        try:
+            for offset, length, *_ in nlsock.iter_messages(data):
+                try:
+                    rec = decode(data, offset, length, base)
+                except PartialMessage as exc:
+                    self.counters.add("malformed_attrs")
+                    rec = exc.values
+                except MalformedMessage:
+                    self.counters.add("malformed")
+                    continue
+                if rec is None:
+                    continue  # NLMSG_DONE closing a batch, or not a packet
+                seq = rec.get("oob.seq.local")
+                if seq is not None:
+                    if seq != self.next_seq:
+                        self._gap(seq)
+                    self.next_seq = (seq + 1) & _U32
+                    if not self.export_seq:
+                        del rec["oob.seq.local"]
+                if "oob.time.sec" not in rec:
+                    if now is None:
+                        ns = time.time_ns()
+                        now = (ns // 1_000_000_000 & _U32, ns // 1000 % 1_000_000)
+                    rec["oob.time.sec"], rec["oob.time.usec"] = now
+                emit(rec)
+        except MalformedMessage:
+            if len(data) < self.config.bufsize:
+                self.counters.add("malformed")
+                return
+            # recv cut the datagram at bufsize: the kernel sent more than that at once.
+            self.counters.add("truncated")
+            if self.counters.get("truncated") == 1:
+                log.error("%s: a datagram from the kernel was longer than bufsize=%d; the "
+                          "packets at its end were lost: raise bufsize", self.id,
+                          self.config.bufsize)
+
+    # -- losses ---------------------------------------------------------------
+    def _gap(self, seq: int) -> None:
+        """Count the packets the kernel numbered but never delivered."""
+        missing = (seq - self.next_seq) & _U32
+        if missing >= _SEQ_BACKWARDS:  # went backwards: not ours to count
+            self.counters.add("seq_resets")
+            return
+        self.counters.add("lost", missing)
+        now = time.monotonic()
+        if now - self.last_loss_log >= LOSS_LOG_INTERVAL:
+            total = self.counters.get("lost")
+            log.log(NOTICE, "%s: %d packets of group %d lost by the kernel (%d in total)",
+                    self.id, total - self.logged_lost, self.group, total)
+            self.last_loss_log = now
+            self.logged_lost = total
+
+    def _overrun(self) -> None:
+        self.counters.add("overruns")
+        maxsize = self.config.netlink_socket_buffer_maxsize
+        if not self.growth_stopped:
+            grown = nlsock.grow_rcvbuf(self.sock, self.rcvbuf, maxsize)
+            if grown is not None:
+                self.rcvbuf = grown
+                log.log(NOTICE, "%s: we are losing events, increasing buffer size to %d",
+                        self.id, grown)
+                return
+            self.growth_stopped = True
+            if maxsize:
+                log.log(NOTICE, "%s: maximum buffer size (%d) reached; consider raising "
+                        "netlink_socket_buffer_size and netlink_socket_buffer_maxsize",
+                        self.id, self.rcvbuf)
+            else:
+                log.log(NOTICE, "%s: we are losing events (socket buffer overrun); consider "
+                        "netlink_socket_buffer_size / netlink_socket_buffer_maxsize", self.id)
