@@ -43,6 +43,7 @@ __all__ = [
     "icmp_echo",
     "live_skip_reason",
     "ping",
+    "probe",
     "tcp_echo",
     "udp_echo",
     "wait_until",
@@ -596,6 +597,14 @@ def icmp_echo(client: Netns, addr: str, ident: int | None = None, timeout: float
         raise NetnsError(f"[{client.name}] no ICMP echo reply from {addr}: {r.stderr}")
     src = client.run(["ip", "-o", "route", "get", addr]).stdout.split(" src ")[1].split()[0]
     return Flow("icmp", _ip_family(addr), src, addr, icmp_id=ident, reply=True)
+
+
+def probe(client: Netns, proto: str, addr: str, port: int, timeout: float = 1.0) -> str:
+    """A TCP connect or UDP datagram to ``addr:port``: ``connected``, ``reply``,
+    ``refused`` or ``timeout`` (see ``traffic.py probe``)."""
+    r = client.run(_traffic_argv("probe", "--proto", proto, "--addr", addr, "--port", port,
+                                 "--timeout", timeout), timeout=timeout + 5)
+    return json.loads(r.stdout.strip().splitlines()[-1])["outcome"]
 
 
 def ping(

@@ -164,6 +164,36 @@ def icmp_echo(args: argparse.Namespace) -> int:
     return 0 if got else 1
 
 
+# -------------------------------------------------------------------------------- probe
+
+
+def probe(args: argparse.Namespace) -> int:
+    """One TCP connect or UDP datagram to a port that may be closed or filtered.
+
+    Reports what came back: ``connected``/``reply``, ``refused`` (a RST, or an ICMP
+    port unreachable on the connected UDP socket) or ``timeout`` (dropped).
+    """
+    fam = _family(args.addr)
+    kind = socket.SOCK_STREAM if args.proto == "tcp" else socket.SOCK_DGRAM
+    with socket.socket(fam, kind) as c:
+        c.settimeout(args.timeout)
+        try:
+            c.connect((args.addr, args.port))
+            if args.proto == "udp":
+                c.send(b"probe")
+                c.recv(65536)
+                outcome = "reply"
+            else:
+                outcome = "connected"
+        except ConnectionRefusedError:
+            outcome = "refused"
+        except TimeoutError:
+            outcome = "timeout"
+        local = c.getsockname()
+    _emit({"src": local[0], "sport": local[1], "outcome": outcome})
+    return 0
+
+
 # --------------------------------------------------------------------------------- main
 
 
@@ -195,6 +225,12 @@ def main(argv: list[str] | None = None) -> int:
     sp.add_argument("--payload", default="ulogpy-ping")
     sp.add_argument("--timeout", type=float, default=3.0)
 
+    sp = sub.add_parser("probe")
+    sp.add_argument("--proto", choices=("tcp", "udp"), required=True)
+    sp.add_argument("--addr", required=True)
+    sp.add_argument("--port", type=int, required=True)
+    sp.add_argument("--timeout", type=float, default=1.0)
+
     args = p.parse_args(argv)
     handler = {
         "tcp-server": tcp_server,
@@ -202,6 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         "udp-server": udp_server,
         "udp-client": udp_client,
         "icmp-echo": icmp_echo,
+        "probe": probe,
     }[args.cmd]
     return handler(args)
 
