@@ -23,11 +23,16 @@ LAZY_LINES = 256
 
 
 class FileSink:
-    def __init__(self, path: str, sync: bool, counters: Counters, owner: str) -> None:
+    def __init__(
+        self, path: str, sync: bool, counters: Counters, owner: str,
+        reopen_notice: str | None = None,
+    ) -> None:
         self.path = os.path.abspath(path)
         self.sync = sync
         self.counters = counters
         self.owner = owner
+        #: The NOTICE logged on SIGHUP (ulogd's wording for the plugin), if not the generic one.
+        self.reopen_notice = reopen_notice
         self.pending: list[str] = []
         #: Queue one line (ends with "\n"); it reaches the file at the next flush.
         self.write_line = self.pending.append
@@ -46,7 +51,10 @@ class FileSink:
         except OSError as exc:
             log.error("%s: can't reopen %s: %s", self.owner, self.path, exc.strerror)
             return
-        log.log(25, "%s: reopening %s", self.owner, self.path)
+        if self.reopen_notice:
+            log.log(25, "%s", self.reopen_notice)
+        else:
+            log.log(25, "%s: reopening %s", self.owner, self.path)
         if self.fd is not None:
             os.close(self.fd)
         self.fd = fd

@@ -4,28 +4,39 @@ Field order: `@version` (eventv1), the timestamp, `dvc`, then every key of
 the stack in stack order, once, under its CIM name where it has one
 (`src_ip`, `dest_port`, ...).  Binary addresses and raw data are left out,
 as ulogd leaves them out.
+
+`mode` picks where records go: a file (`ulogpy.filesink`), or a tcp, udp or
+unix stream socket (`ulogpy.socketsink`).  The bytes are the same either
+way.  File mode writes from a thread of its own behind the output queue
+(`ulogpy.outqueue`).  Socket modes need none: unlike ulogd, a slow or absent
+peer never blocks the daemon and does not fail start-up (records wait in
+memory, up to `queue_size`, the oldest dropped beyond that, and the
+connection is retried).
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import signal
+import socket
 import time
 
-from ulogpy.filesink import FileSink
+from ulogpy.fileoutput import FileOutput
 from ulogpy.jsontext import json_string, key_prefix
 from ulogpy.keys import KeyType
-from ulogpy.plugin import DataType, Option, OutputPlugin, PluginError
+from ulogpy.outqueue import QUEUE_OPTIONS
+from ulogpy.ownlog import NOTICE
+from ulogpy.plugin import DataType, Option, PluginError
+from ulogpy.socketsink import Endpoint, SocketSink, check_unix_path
 
+log = logging.getLogger("ulogpy.json")
 _SKIPPED = {KeyType.IPADDR, KeyType.RAW, KeyType.RAWSTR, KeyType.INT64, KeyType.NONE}
-_MODES = ("file",)
+_MODES = ("file", "tcp", "udp", "unix")
 
 
 def _check_mode(value: str) -> str | None:
-    if value.lower() in _MODES:
-        return None
-    if value.lower() in ("tcp", "udp", "unix"):
-        return f"mode '{value}' is not supported by ulogpy yet"
-    return f"unknown mode '{value}'"
+    return None if value.lower() in _MODES else f"unknown mode '{value}'"
 
 
 def _label(value: int) -> str:
@@ -47,27 +58,45 @@ def local_timestamp(sec: int, usec: int | None) -> str:
     return text
 
 
-class JSON(OutputPlugin):
+class JSON(FileOutput):
     name = "JSON"
     description = "JSON lines (Logstash, Splunk, Elasticsearch)"
     input_type = DataType.PACKET | DataType.FLOW | DataType.SUM
     section_required = True
     wildcard_input = True
+    open_error = "can't open JSON log file"
+    reopen_notice = "JSON: reopening logfile"
     options = (
-        Option("file", str, "/var/log/ulogd.json", help="path of the JSON file"),
+        Option("file", str, "/var/log/ulogd.json",
+               help="path of the JSON file (mode unix: of the socket to connect to)"),
         Option("sync", int, 0, help="1: every batch reaches the file at once"),
         Option("timestamp", int, 1, help="1: add a timestamp field"),
         Option("eventv1", int, 0, help="1: Logstash event v1 (@version, @timestamp)"),
         Option("device", str, "Netfilter", help="value of the dvc field"),
         Option("boolean_label", int, 0, help="1: raw.label becomes action allowed/blocked"),
-        Option("mode", str, "file", help="file", check=_check_mode),
-        Option("host", str, "127.0.0.1", help="host for tcp/udp modes"),
-        Option("port", str, "12345", help="port for tcp/udp modes"),
+        Option("mode", str, "file", help="file, tcp, udp or unix (case-insensitive)",
+               check=_check_mode),
+        Option("host", str, "127.0.0.1", help="host name or address for tcp/udp modes"),
+        Option("port", str, "12345", help="port number or service name for tcp/udp modes"),
+        *QUEUE_OPTIONS,
     )
 
     def configure(self) -> None:
         cfg = self.config
-        self.sink = FileSink(cfg.file, bool(cfg.sync), self.counters, str(self))
+        self.mode = cfg.mode.lower()
+        self.socket: SocketSink | None = None
+        if self.mode == "file":
+            self.out = self.open_sink().write_line
+        else:
+            if cfg.queue_policy != "drop-oldest":
+                raise PluginError(f"option 'queue_policy': mode {self.mode} never blocks the "
+                                  "daemon and keeps its queue in memory, so only drop-oldest "
+                                  "applies (block and spool are for mode file)")
+            self.queued = False  # the socket is non-blocking: no writer thread needed
+            self.socket = SocketSink(_endpoint(self.mode, cfg), cfg.queue_size, self.counters,
+                                     str(self))
+            send = self.socket.send
+            self.out = lambda line: send(line.encode("utf-8", "surrogateescape"))
         names = {k.name for k in self.stack_keys}
         self.time_bound = "oob.time.sec" in names
         self.usec_bound = "oob.time.usec" in names
@@ -90,7 +119,8 @@ class JSON(OutputPlugin):
                 jname = key.cim_name or key.name
                 render = json_string if key.type is KeyType.STRING else str
             if jname in fields:
-                fields[jname][2].append(key.name)
+                if key.name not in fields[jname][2]:
+                    fields[jname][2].append(key.name)
             else:
                 fields[jname] = (key_prefix(jname), render, [key.name])
         self.fields = tuple(
@@ -101,11 +131,10 @@ class JSON(OutputPlugin):
         self._stamp = ""
 
     def start(self, loop) -> None:
-        try:
-            self.sink.open()
-        except OSError as exc:
-            raise PluginError(f"can't open JSON log file {self.sink.path}: {exc.strerror}") \
-                from None
+        if self.socket is not None:
+            self.socket.start(loop)
+        else:
+            super().start(loop)
 
     def write(self, record: dict) -> None:
         parts = list(self.head)
@@ -122,7 +151,7 @@ class JSON(OutputPlugin):
                     value = v
             if value is not None:
                 append(prefix + render(value))
-        self.sink.write_line("{" + ", ".join(parts) + "}\n")
+        self.out("{" + ", ".join(parts) + "}\n")
 
     def _timestamp(self, get) -> str:
         """The quoted time: the packet's if the stack gives one, else now (cached per second)."""
@@ -137,11 +166,43 @@ class JSON(OutputPlugin):
         return self._stamp
 
     def flush(self, force: bool = False) -> None:
-        self.sink.flush(force)
+        if self.socket is not None:
+            self.socket.flush()
+        else:
+            super().flush(force)
 
     def signal(self, signum: int) -> None:
-        if signum == signal.SIGHUP:
-            self.sink.reopen()
+        if self.socket is None:
+            super().signal(signum)
+        elif signum == signal.SIGHUP:
+            log.log(NOTICE, "JSON: reopening socket")
+            self.socket.reconnect()
 
     def stop(self) -> None:
-        self.sink.close()
+        if self.socket is not None:
+            self.socket.close()
+        else:
+            super().stop()
+
+
+def _endpoint(mode: str, cfg) -> Endpoint:
+    """The peer of a socket mode, or PluginError naming the option that cannot work."""
+    if mode == "unix":
+        path = os.path.abspath(cfg.file) if cfg.file else ""
+        problem = check_unix_path(path)
+        if problem:
+            raise PluginError(f"option 'file': {problem} (mode unix connects to the socket "
+                              "file it names)")
+        return Endpoint(mode, path=path)
+    if not cfg.host:
+        raise PluginError(f"option 'host': empty (mode {mode} needs a host name or address)")
+    port = cfg.port.strip()
+    if not port.isdigit():
+        try:
+            socket.getservbyname(port, mode)
+        except OSError:
+            raise PluginError(f"option 'port': unknown {mode} service '{cfg.port}' (a port "
+                              "number 1-65535 or a name from /etc/services)") from None
+    elif not 0 < int(port) < 65536:
+        raise PluginError(f"option 'port': {cfg.port} is not a port number (1-65535)")
+    return Endpoint(mode, host=cfg.host, port=port)

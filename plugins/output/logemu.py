@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import signal
 import socket
 import time
 
-from ulogpy.filesink import FileSink
+from ulogpy.fileoutput import FileOutput
 from ulogpy.keys import STRING, U32, keys
 from ulogpy.outqueue import QUEUE_OPTIONS
-from ulogpy.plugin import DataType, Option, OutputPlugin, PluginError
+from ulogpy.plugin import DataType, Option
 
 
-class LOGEMU(OutputPlugin):
+class LOGEMU(FileOutput):
     name = "LOGEMU"
     description = "Syslog-emulation text file"
     input_type = DataType.PACKET | DataType.FLOW
     section_required = True
-    queued = True
+    open_error = "can't open syslogemu"
     options = (
         Option("file", str, "/var/log/ulogd_syslogemu.log", help="path of the log file"),
         Option("sync", int, 0, help="1: every batch reaches the file at once"),
@@ -26,16 +25,10 @@ class LOGEMU(OutputPlugin):
     input_keys = keys(("print", STRING), ("oob.time.sec", U32, True))
 
     def configure(self) -> None:
-        self.sink = FileSink(self.config.file, bool(self.config.sync), self.counters, str(self))
+        self.open_sink()
         self.host = socket.gethostname().split(".", 1)[0]
         self._stamp_sec = -1
         self._stamp = ""
-
-    def start(self, loop) -> None:
-        try:
-            self.sink.open()
-        except OSError as exc:
-            raise PluginError(f"can't open syslogemu {self.sink.path}: {exc.strerror}") from None
 
     def write(self, record: dict) -> None:
         sec = record.get("oob.time.sec")
@@ -45,13 +38,3 @@ class LOGEMU(OutputPlugin):
             self._stamp_sec = sec
             self._stamp = time.strftime("%b %e %H:%M:%S ", time.localtime(sec)) + self.host + " "
         self.sink.write_line(self._stamp + record["print"])
-
-    def flush(self, force: bool = False) -> None:
-        self.sink.flush(force)
-
-    def signal(self, signum: int) -> None:
-        if signum == signal.SIGHUP:
-            self.sink.reopen()
-
-    def stop(self) -> None:
-        self.sink.close()
