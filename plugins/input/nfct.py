@@ -185,6 +185,7 @@ class NFCT(InputPlugin):
             self.counters.add("ignored")
             return
         record = event.values
+        record["ct"] = data[offset:offset + length]  # ulogd's raw conntrack object (OPRINT)
         if self.filtering and not self.filter.accepts(record):
             self.counters.add("filtered")
             return
@@ -299,6 +300,7 @@ class NFCT(InputPlugin):
                     self.counters.add("malformed")
                     continue
                 if event is not None:
+                    event.values["ct"] = bytes(buf[offset:offset + length])
                     yield event
         finally:
             sock.close()

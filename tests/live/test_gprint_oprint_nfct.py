@@ -138,7 +138,6 @@ def test_gprint_and_oprint_of_conntrack_events_match_ulogd(outputs: Path) -> Non
     assert tally.compared > 400
 
 
-@pytest.mark.xfail(strict=True, reason="ulogpy's NFCT leaves `ct` unset (plugins/input/nfct.py)")
 def test_oprint_shows_nfcts_ct_key(outputs: Path) -> None:
     """ulogd's NFCT gives its conntrack object as `ct` (raw) with every event: OPRINT
     prints `ct=default` as the last line of each block (JSON and GPRINT skip raw keys)."""
