@@ -52,6 +52,10 @@ class Options:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["db"]:
+        from ulogpy.db.cli import main as db_main
+
+        return db_main(argv[1:])
     try:
         pairs, rest = getopt.gnu_getopt(argv, SHORT, LONG)
     except getopt.GetoptError as exc:

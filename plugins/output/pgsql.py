@@ -1,0 +1,114 @@
+"""PGSQL: rows into PostgreSQL tables or ulogd's SQL functions (spec 4.14, 6).
+
+The columns of `table` (a table or a view) name the keys to send, as in
+ulogd; `procedure` chooses the statement (INSERT, INSERT INTO ..., CALL
+..., or a function such as INSERT_OR_REPLACE_CT).  Unlike ulogd, the
+database may be down at start, the reader never waits for it, rows wait in
+memory and then in a spool while it is away and survive a restart, and the
+password never reaches the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import TYPE_CHECKING
+
+from ulogpy.db.output import DEFAULT_MEMORY_ROWS, QUEUE_OPTIONS, DbOutput
+from ulogpy.db.pgstatement import ProcedureError, parse_procedure
+from ulogpy.db.redact import Redactor, secrets_of_conninfo
+from ulogpy.plugin import Option, PluginError
+
+if TYPE_CHECKING:  # psycopg (~0.2 s to import) is loaded only when a PGSQL stack is used
+    from ulogpy.db.pgsink import PgSink
+
+log = logging.getLogger("ulogpy.db")
+# ulogd's option `schema` becomes a field of the options model, where pydantic warns that
+# it shadows BaseModel.schema (a deprecated class method nobody calls on these models).
+warnings.filterwarnings("ignore", message='Field name "schema"', category=UserWarning)
+DEFAULT_CONNECT_TIMEOUT = 5
+
+
+def _check_procedure(value: str) -> str | None:
+    try:
+        parse_procedure(value)
+    except ProcedureError as exc:
+        return str(exc)
+    return None
+
+
+class PGSQL(DbOutput):
+    name = "PGSQL"
+    description = "PostgreSQL tables and ulogd's SQL functions"
+    options = (
+        Option("table", str, "", mandatory=True,
+               help="table or view whose columns name the values to write"),
+        Option("reconnect", int, 2,
+               help="seconds before the first reconnect attempt (then doubling)"),
+        Option("connect_timeout", int, 0,
+               help=f"seconds a connection attempt may take (0: {DEFAULT_CONNECT_TIMEOUT})"),
+        Option("procedure", str, "", mandatory=True, check=_check_procedure,
+               help="INSERT, INSERT INTO <table>, CALL <procedure> or a function name "
+                    "such as INSERT_OR_REPLACE_CT"),
+        Option("backlog_memcap", int, 0,
+               help="bytes of rows kept in memory while the database is away"),
+        Option("backlog_oneshot_requests", int, 10,
+               help="accepted for compatibility (ulogpy replays in batches)"),
+        Option("ring_buffer_size", int, 0, help="rows kept in memory (takes precedence)"),
+        Option("db", str, "", mandatory=True, help="database name"),
+        Option("host", str, "", help="host name or unix socket directory"),
+        Option("user", str, "", mandatory=True, help="database user"),
+        Option("pass", str, "", help="password"),
+        Option("port", int, 0, help="port (0: libpq's default)"),
+        Option("schema", str, "public", help="schema of the table"),
+        Option("connstring", str, "",
+               help="libpq connection string; replaces db, host, user, pass and port"),
+        *QUEUE_OPTIONS,
+    )
+
+    def configure(self) -> None:
+        cfg = self.config
+        self.procedure = parse_procedure(cfg.procedure)
+        password = getattr(cfg, "pass")  # a keyword in Python, an option name in ulogd
+        secrets = [password]
+        if cfg.connstring:
+            conninfo = cfg.connstring
+            secrets += secrets_of_conninfo(conninfo)
+        else:
+            params = {"host": cfg.host, "port": cfg.port or None, "dbname": cfg.db,
+                      "user": cfg.user, "password": password}
+            from psycopg.conninfo import make_conninfo
+
+            try:
+                conninfo = make_conninfo(**{k: v for k, v in params.items() if v})
+            except Exception as exc:
+                raise PluginError(f"bad connection parameters: {exc}") from None
+        self.redact = Redactor(secrets)
+        self.conninfo = conninfo
+        if cfg.ring_buffer_size and cfg.backlog_memcap:
+            log.warning("%s: ring_buffer_size and backlog_memcap both set: the ring buffer "
+                        "size is used", self)
+        super().configure()
+
+    def memory_rows(self) -> int:
+        cfg = self.config
+        if cfg.memory_rows:
+            return cfg.memory_rows
+        if cfg.ring_buffer_size > 0:
+            return cfg.ring_buffer_size
+        if cfg.backlog_memcap > 0:
+            return max(1, cfg.backlog_memcap // 1024)
+        return DEFAULT_MEMORY_ROWS
+
+    def initial_backoff(self) -> float:
+        # ulogd: reconnect=0 disables the plugin for good; ulogpy keeps retrying.
+        return float(max(1, self.config.reconnect))
+
+    def make_sink(self) -> PgSink:
+        from ulogpy.db.pgsink import PgSink
+
+        cfg = self.config
+        return PgSink(label=str(self), conninfo=self.conninfo,
+                      connect_timeout=cfg.connect_timeout or DEFAULT_CONNECT_TIMEOUT,
+                      schema=cfg.schema, table=cfg.table, procedure=self.procedure,
+                      stack_keys=self.stack_keys, redact=self.redact)

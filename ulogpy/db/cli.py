@@ -1,0 +1,123 @@
+"""`ulogpy db init`: create ulogpy's schema, or complete an existing ulogd database.
+
+    ulogpy db init [-c CONFIG] [INSTANCE ...]    every PGSQL / SQLITE3 output of CONFIG
+    ulogpy db init --pgsql CONNINFO [--schema S] one PostgreSQL database
+    ulogpy db init --sqlite FILE                 one SQLite file
+
+Prints each object it created; exits 1 (with the reason, password masked)
+when a database cannot be reached or the SQL fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sqlite3
+import sys
+
+from ulogpy.db.redact import Redactor, secrets_of_conninfo
+from ulogpy.db.schema import pg_init, sqlite_init
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ulogpy db", description="database maintenance")
+    sub = p.add_subparsers(dest="command", required=True)
+    init = sub.add_parser("init", help="create ulogpy's schema; add only what is missing")
+    init.add_argument("-c", "--configfile", help="configuration whose outputs to set up")
+    init.add_argument("instances", nargs="*", help="only these output instances")
+    init.add_argument("--pgsql", metavar="CONNINFO", help="a PostgreSQL connection string")
+    init.add_argument("--schema", default="public", help="PostgreSQL schema (default public)")
+    init.add_argument("--sqlite", metavar="FILE", help="an SQLite database file")
+    return p
+
+
+def _init_pg(conninfo: str, schema: str, label: str, redact: Redactor) -> bool:
+    import psycopg
+
+    try:
+        with psycopg.connect(conninfo, autocommit=True, connect_timeout=10) as conn:
+            created = pg_init(conn, schema)
+    except Exception as exc:
+        sys.stderr.write(f"ulogpy db: {label}: {redact(exc).strip()}\n")
+        return False
+    _report(label, created)
+    return True
+
+
+def _init_sqlite(path: str, label: str) -> bool:
+    try:
+        parent = os.path.dirname(path)
+        if parent:
+            os.makedirs(parent, exist_ok=True)
+        conn = sqlite3.connect(path, isolation_level=None)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            created = sqlite_init(conn)
+        finally:
+            conn.close()
+    except (sqlite3.Error, OSError) as exc:
+        sys.stderr.write(f"ulogpy db: {label}: {exc}\n")
+        return False
+    _report(label, created)
+    return True
+
+
+def _report(label: str, created: list[str]) -> None:
+    if created:
+        for item in created:
+            sys.stdout.write(f"{label}: created {item}\n")
+    else:
+        sys.stdout.write(f"{label}: nothing to do\n")
+
+
+def _from_config(path: str | None, wanted: list[str]) -> int:
+    from ulogpy.cli import Options, config_path
+    from ulogpy.config.errors import ConfigError
+    from ulogpy.config.load import load_config, load_embedded_default
+    from ulogpy.registry import RegistryError
+    from ulogpy.stack import build_pipeline
+
+    opts = Options()
+    opts.config = path
+    try:
+        file = config_path(opts)
+        config = load_config(file) if file else load_embedded_default()
+        pipeline = build_pipeline(config)
+    except (ConfigError, RegistryError) as exc:
+        sys.stderr.write(f"ulogpy db: {exc}\n")
+        return 1
+    outputs = [o for o in pipeline.outputs if o.name in ("PGSQL", "SQLITE3")]
+    if wanted:
+        missing = set(wanted) - {o.id for o in outputs}
+        if missing:
+            sys.stderr.write(f"ulogpy db: no PGSQL or SQLITE3 output named "
+                             f"{', '.join(sorted(missing))} in {config.path}\n")
+            return 1
+        outputs = [o for o in outputs if o.id in wanted]
+    if not outputs:
+        sys.stderr.write(f"ulogpy db: {config.path} has no PGSQL or SQLITE3 output\n")
+        return 1
+    ok = True
+    for out in outputs:
+        if out.name == "PGSQL":
+            ok &= _init_pg(out.conninfo, out.config.schema, out.id, out.redact)
+        else:
+            ok &= _init_sqlite(out.config.db, out.id)
+    return 0 if ok else 1
+
+
+def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    if args.pgsql or args.sqlite:
+        if args.configfile or args.instances:
+            sys.stderr.write("ulogpy db: --pgsql/--sqlite and a configuration exclude each "
+                             "other\n")
+            return 1
+        ok = True
+        if args.pgsql:
+            redact = Redactor(secrets_of_conninfo(args.pgsql))
+            ok &= _init_pg(args.pgsql, args.schema, "pgsql", redact)
+        if args.sqlite:
+            ok &= _init_sqlite(args.sqlite, args.sqlite)
+        return 0 if ok else 1
+    return _from_config(args.configfile, args.instances)

@@ -1,0 +1,97 @@
+"""Turning a record's values into database values, chosen per key type at configure time.
+
+PostgreSQL: ulogd writes each value as SQL text (spec 6.2); ulogpy sends
+the same text as a bound parameter of unknown type, so the server converts
+it exactly as it would convert ulogd's literal (`'0'` into a boolean,
+`'10.0.0.1'` into inet, ...) and nothing in a value can become SQL.
+
+SQLite: ulogd binds by key type but stores unsigned 32-bit values as
+signed (spec 6.7, O7); here integers keep their value.  Addresses keep
+ulogd's representation (the value slot read as an integer) so existing
+tables stay consistent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ulogpy.keys import KeyType
+
+Render = Callable[[Any], Any]
+_INTS = {KeyType.INT8, KeyType.INT16, KeyType.INT32, KeyType.INT64,
+         KeyType.UINT8, KeyType.UINT16, KeyType.UINT32, KeyType.UINT64}
+
+
+def _c_string(value: Any) -> str:
+    """A C string ends at its first NUL, as ulogd's copy does."""
+    text = value if isinstance(value, str) else str(value)
+    cut = text.find("\0")
+    return text if cut < 0 else text[:cut]
+
+
+def _pg_bool(value: Any) -> str:
+    return "1" if value else "0"
+
+
+def _pg_ipaddr(value: Any) -> str:
+    """ulogd prints the address slot's first 32 bits as a host-order unsigned integer."""
+    return str(int.from_bytes(bytes(value[:4]), "little"))
+
+
+def pg_renderer(key_type: KeyType) -> Render | None:
+    """The function giving the text ulogd would write for a value of this type.
+
+    None for RAW (ulogd writes nothing and breaks its statement; here: NULL).
+    """
+    if key_type in _INTS:
+        return str
+    if key_type is KeyType.BOOL:
+        return _pg_bool
+    if key_type is KeyType.IPADDR:
+        return _pg_ipaddr
+    if key_type in (KeyType.STRING, KeyType.RAWSTR):
+        return _c_string
+    return None
+
+
+_I64_MAX = (1 << 63) - 1
+
+
+def _sqlite_int(value: Any) -> Any:
+    value = int(value)
+    # SQLite integers are signed 64-bit: a larger unsigned value is kept as its digits.
+    return value if value <= _I64_MAX else str(value)
+
+
+def _sqlite_ipaddr(value: Any) -> int:
+    """ulogd's SQLITE3 reads the 64-bit start of the address slot (spec 6.7)."""
+    return int.from_bytes(bytes(value[:8]), "little", signed=True)
+
+
+def sqlite_renderer(key_type: KeyType) -> Render | None:
+    if key_type in _INTS:
+        return _sqlite_int
+    if key_type is KeyType.BOOL:
+        return int
+    if key_type is KeyType.IPADDR:
+        return _sqlite_ipaddr
+    if key_type in (KeyType.STRING, KeyType.RAWSTR):
+        return _c_string
+    return None
+
+
+def row_builder(columns: list[tuple[str, Render | None]]) -> Callable[[dict], tuple]:
+    """A function from a record to the tuple of column values (None where absent)."""
+    plan = tuple(columns)
+
+    def build(record: dict) -> tuple:
+        get = record.get
+        out = []
+        append = out.append
+        for key, render in plan:
+            value = get(key)
+            append(None if value is None or render is None else render(value))
+        return tuple(out)
+
+    return build

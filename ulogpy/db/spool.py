@@ -1,0 +1,306 @@
+"""The on-disk spool: rows the database could not take yet, kept across restarts.
+
+A directory of append-only segment files (`<seq>.spool`), one JSON object
+per line, read back oldest segment first.  Reading is two-phase: `read`
+hands out rows, `commit` (after the database committed them) moves the
+durable position, `rewind` gives them back.  The position inside the
+oldest segment lives in `<seq>.pos`; consumed segments are deleted.
+`prepend` writes a segment *before* all others: at shutdown, rows still in
+memory are older than whatever already overflowed to disk.
+
+Replay is at-least-once: a crash between the database commit and the
+position update replays that batch once more.  A lock file keeps two
+processes off one directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+
+log = logging.getLogger("ulogpy.db.spool")
+
+SEGMENT_BYTES = 16 << 20
+FIRST_SEQ = 1_000_000_000  # room below for segments prepended at shutdown
+_SUFFIX = ".spool"
+
+
+class SpoolError(OSError):
+    pass
+
+
+def encode_record(record: dict, keys: frozenset[str] | None) -> bytes:
+    """One spool line: the record's wanted keys; bytes (addresses) as `[hex]`."""
+    out = {}
+    for name, value in record.items():
+        if keys is not None and name not in keys:
+            continue
+        if isinstance(value, (bytes, bytearray, memoryview)):
+            out[name] = [bytes(value).hex()]
+        elif isinstance(value, (int, str)):
+            out[name] = value
+    return orjson.dumps(out) + b"\n"
+
+
+def decode_record(line: bytes) -> dict:
+    data = orjson.loads(line)
+    for name, value in data.items():
+        if isinstance(value, list):
+            data[name] = bytes.fromhex(value[0])
+    return data
+
+
+class Spool:
+    """Segments in `directory`; thread-safe (reader thread appends, writer thread reads)."""
+
+    def __init__(self, directory: str | os.PathLike, max_bytes: int,
+                 encode: Callable[[dict], bytes], segment_bytes: int = SEGMENT_BYTES) -> None:
+        self.dir = Path(directory)
+        self.max_bytes = max_bytes
+        self.encode = encode
+        self.segment_bytes = segment_bytes
+        self.lock = threading.Lock()
+        self.sizes: dict[int, int] = {}      # seq -> bytes on disk (or in the write buffer)
+        self.starts: dict[int, int] = {}     # seq -> committed offset (oldest segment only)
+        self._writer = None
+        self._wseq: int | None = None
+        self._rseq: int | None = None        # read position
+        self._roff = 0
+        self._rfile = None
+        self._rfile_seq: int | None = None
+        self._ends: list[tuple[int, int]] = []   # positions after each row handed out
+        self._read_end: tuple[int, int] | None = None
+        self._lockfd: int | None = None
+        self.corrupt = 0
+        self.rows_on_disk = 0                # rows appended or found at open, not yet committed
+
+    # -- opening / closing -----------------------------------------------------------
+    def open(self) -> int:
+        """Lock the directory and find what a previous run left; returns its row count."""
+        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.dir / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise SpoolError(f"spool directory {self.dir} is in use by another process") \
+                from None
+        self._lockfd = fd
+        for path in self.dir.iterdir():
+            if path.suffix == _SUFFIX and path.stem.isdigit():
+                self.sizes[int(path.stem)] = path.stat().st_size
+        for seq in list(self.sizes):
+            pos = self.dir / f"{seq}.pos"
+            with contextlib.suppress(OSError, ValueError):
+                self.starts[seq] = min(int(pos.read_text()), self.sizes[seq])
+        for path in self.dir.glob("*.pos"):
+            if not path.stem.isdigit() or int(path.stem) not in self.sizes:
+                path.unlink(missing_ok=True)
+        if self.sizes:
+            self._trim_partial_line(max(self.sizes))
+        left = 0
+        for seq in sorted(self.sizes):
+            with open(self._path(seq), "rb") as f:
+                f.seek(self.starts.get(seq, 0))
+                left += sum(1 for _ in f)
+        self.rows_on_disk = left
+        self._reset_read()
+        return left
+
+    def _trim_partial_line(self, seq: int) -> None:
+        """A crash mid-append leaves half a line: cut it so later appends stay parseable."""
+        path = self._path(seq)
+        size = self.sizes[seq]
+        if size == 0:
+            return
+        with open(path, "rb+") as f:
+            f.seek(max(0, size - 65536))
+            tail = f.read()
+            if tail.endswith(b"\n"):
+                return
+            cut = tail.rfind(b"\n")
+            new = size - len(tail) + cut + 1 if cut >= 0 else max(0, size - len(tail))
+            f.truncate(new)
+            self.sizes[seq] = new
+
+    def close(self) -> None:
+        with self.lock:
+            self._close_writer(sync=True)
+            self._close_reader()
+            if self._lockfd is not None:
+                os.close(self._lockfd)
+                self._lockfd = None
+
+    # -- writing ----------------------------------------------------------------------
+    def _path(self, seq: int) -> Path:
+        return self.dir / f"{seq}{_SUFFIX}"
+
+    def total_bytes(self) -> int:
+        return sum(self.sizes.values())
+
+    def append(self, record: dict) -> None:
+        """Add one row at the end (raises OSError / SpoolError when it cannot)."""
+        line = self.encode(record)
+        with self.lock:
+            if self.total_bytes() + len(line) > self.max_bytes:
+                raise SpoolError(f"spool {self.dir} is full ({self.max_bytes} bytes)")
+            if self._writer is None or self.sizes[self._wseq] >= self.segment_bytes:
+                self._roll()
+            self._writer.write(line)
+            self.sizes[self._wseq] += len(line)
+            self.rows_on_disk += 1
+
+    def _roll(self) -> None:
+        self._close_writer(sync=False)
+        seq = max(self.sizes, default=FIRST_SEQ - 1) + 1
+        self._writer = open(self._path(seq), "ab")
+        self._wseq = seq
+        self.sizes[seq] = 0
+        if self._rseq is None:
+            self._rseq, self._roff = seq, 0
+
+    def _close_writer(self, sync: bool) -> None:
+        if self._writer is not None:
+            self._writer.flush()
+            if sync:
+                os.fsync(self._writer.fileno())
+            self._writer.close()
+            self._writer = None
+            self._wseq = None
+
+    def flush(self, sync: bool = False) -> None:
+        with self.lock:
+            if self._writer is not None:
+                self._writer.flush()
+                if sync:
+                    os.fsync(self._writer.fileno())
+
+    def prepend(self, records: list[dict]) -> None:
+        """Write `records` as a segment read before every other one, durably."""
+        if not records:
+            return
+        data = b"".join(self.encode(r) for r in records)
+        with self.lock:
+            seq = min(self.sizes, default=FIRST_SEQ) - 1
+            path = self._path(seq)
+            with open(path, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            self.sizes[seq] = len(data)
+            self.rows_on_disk += len(records)
+            self._reset_read()
+
+    # -- reading ----------------------------------------------------------------------
+    def _reset_read(self) -> None:
+        self._close_reader()
+        first = min(self.sizes, default=None)
+        self._rseq = first
+        self._roff = self.starts.get(first, 0) if first is not None else 0
+        self._ends = []
+        self._read_end = None
+
+    def _close_reader(self) -> None:
+        if self._rfile is not None:
+            self._rfile.close()
+            self._rfile = None
+            self._rfile_seq = None
+
+    def _next_seq(self, seq: int) -> int | None:
+        later = [s for s in self.sizes if s > seq]
+        return min(later) if later else None
+
+    def read(self, max_rows: int) -> list[dict]:
+        """Up to `max_rows` rows after the read position (which moves past them)."""
+        rows: list[dict] = []
+        with self.lock:
+            if self._writer is not None:
+                self._writer.flush()
+            self._ends = []
+            while len(rows) < max_rows and self._rseq is not None:
+                seq = self._rseq
+                if self._rfile_seq != seq:
+                    self._close_reader()
+                    self._rfile = open(self._path(seq), "rb")
+                    self._rfile_seq = seq
+                self._rfile.seek(self._roff)
+                line = self._rfile.readline()
+                if not line.endswith(b"\n"):
+                    nxt = self._next_seq(seq)
+                    if nxt is None:
+                        break
+                    self._rseq, self._roff = nxt, self.starts.get(nxt, 0)
+                    continue
+                self._roff += len(line)
+                try:
+                    rows.append(decode_record(line))
+                except (orjson.JSONDecodeError, ValueError, TypeError, IndexError):
+                    self.corrupt += 1
+                    continue
+                self._ends.append((seq, self._roff))
+            self._read_end = (self._rseq, self._roff) if self._rseq is not None else None
+        return rows
+
+    def commit(self, count: int) -> None:
+        """The first `count` rows of the last `read` are in the database."""
+        with self.lock:
+            if count <= 0:
+                return
+            pos = self._read_end if count >= len(self._ends) else self._ends[count - 1]
+            if pos is None:
+                return
+            seq, off = pos
+            for old in [s for s in self.sizes if s < seq]:
+                self._drop_segment(old)
+            self.starts[seq] = off
+            self._write_pos(seq, off)
+            self.rows_on_disk = max(0, self.rows_on_disk - count)
+            if count < len(self._ends):
+                self._rseq, self._roff = seq, off
+            self._ends = self._ends[count:]
+
+    def rewind(self) -> None:
+        """Give back everything read but not committed."""
+        with self.lock:
+            self._reset_read()
+
+    def _write_pos(self, seq: int, off: int) -> None:
+        tmp = self.dir / f"{seq}.pos.tmp"
+        tmp.write_text(str(off))
+        os.replace(tmp, self.dir / f"{seq}.pos")
+
+    def _drop_segment(self, seq: int) -> None:
+        if self._rfile_seq == seq:
+            self._close_reader()
+        if self._wseq == seq:
+            self._close_writer(sync=False)
+        self._path(seq).unlink(missing_ok=True)
+        (self.dir / f"{seq}.pos").unlink(missing_ok=True)
+        self.sizes.pop(seq, None)
+        self.starts.pop(seq, None)
+
+    def has_unread(self) -> bool:
+        """Rows after the read position (the caller has nothing in flight)."""
+        with self.lock:
+            if self._rseq is None:
+                return False
+            for seq in sorted(s for s in self.sizes if s >= self._rseq):
+                start = self._roff if seq == self._rseq else self.starts.get(seq, 0)
+                if self.sizes[seq] > start:
+                    return True
+            return False
+
+    def clear(self) -> None:
+        """Everything was consumed: delete the segments (a later spill starts afresh)."""
+        with self.lock:
+            for seq in list(self.sizes):
+                self._drop_segment(seq)
+            self.rows_on_disk = 0
+            self._reset_read()

@@ -1,0 +1,187 @@
+"""SQLite in the writer thread: ulogd's table layout, batched transactions, WAL.
+
+Unlike ulogd 2.0.8 (spec 6.7, O7): integers keep their value (unsigned
+32-bit values stay positive), rows go in one transaction per batch, and a
+full, read-only or failing disk is an outage like a database that went
+away: reported once, rows kept in the backlog, retried with backoff after
+reopening the file.  Constraint and type errors reject only their row.
+
+`merge_flows` gives INSERT_OR_REPLACE_CT's semantics in SQLite: a DESTROY
+event updates the flow's open row (same tuple, `ct_event < 4`) with its
+counters, mark, end time and event; any other event inserts a row.  Unlike
+the PostgreSQL function, the tuple is compared with `IS` (so ICMPv6 flows,
+which have no ports, merge too) and a DESTROY that finds no open row is
+inserted instead of being lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sqlite3
+from collections.abc import Sequence
+
+from ulogpy.db.columns import ColumnError, map_columns
+from ulogpy.db.render import row_builder, sqlite_renderer
+from ulogpy.db.worker import Sink, SinkDown
+from ulogpy.keys import Key
+
+log = logging.getLogger("ulogpy.db")
+
+BUSY_TIMEOUT_S = 0.3  # ulogd's 300 ms
+#: Error codes that concern one row; anything else is the file, the disk or a lock.
+ROW_ERRORS = {sqlite3.SQLITE_CONSTRAINT, sqlite3.SQLITE_MISMATCH, sqlite3.SQLITE_TOOBIG,
+              sqlite3.SQLITE_RANGE}
+LOGGED_REJECTS = 5
+DESTROY = 4
+#: INSERT_OR_REPLACE_CT's flow identity and the columns a DESTROY updates.
+MATCH_COLUMNS = ("oob_family", "orig_ip_saddr_str", "orig_ip_saddr", "orig_ip_daddr_str",
+                 "orig_ip_daddr", "orig_ip_protocol", "orig_l4_sport", "orig_l4_dport",
+                 "reply_ip_saddr_str", "reply_ip_saddr", "reply_ip_daddr_str",
+                 "reply_ip_daddr", "reply_ip_protocol", "reply_l4_sport", "reply_l4_dport",
+                 "icmp_code", "icmp_type")
+UPDATE_COLUMNS = ("orig_raw_pktlen", "orig_raw_pktcount", "reply_raw_pktlen",
+                  "reply_raw_pktcount", "ct_mark", "flow_end_sec", "flow_end_usec", "ct_event")
+
+
+def quote(name: str) -> str:
+    """An SQLite identifier, quoted (the only way a configured name enters a statement)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def is_row_error(exc: sqlite3.Error) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and (code & 0xFF) in ROW_ERRORS
+
+
+class SqliteSink(Sink):
+    def __init__(self, *, label: str, path: str, table: str, stack_keys: Sequence[Key],
+                 merge_flows: bool = False, create_sql: str | None = None) -> None:
+        self.label = label
+        self.path = path
+        self.table = table
+        self.stack_keys = list(stack_keys)
+        self.merge = merge_flows
+        self.create_sql = create_sql
+        self.conn: sqlite3.Connection | None = None
+        self.rejected_logged = 0
+
+    # -- connection -------------------------------------------------------------------
+    def connect(self) -> None:
+        self.close()
+        try:
+            parent = os.path.dirname(self.path)
+            if parent:
+                os.makedirs(parent, exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
+                                   check_same_thread=False)
+        except (sqlite3.Error, OSError) as exc:
+            raise SinkDown(f"can't open {self.path}: {exc}") from None
+        try:
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if mode.lower() != "wal":
+                log.warning("%s: %s stays in journal mode %s", self.label, self.path, mode)
+            conn.execute("PRAGMA synchronous=NORMAL")
+            if self.create_sql:
+                conn.executescript(self.create_sql)
+            self._discover(conn)
+        except (sqlite3.Error, ColumnError) as exc:
+            conn.close()
+            raise SinkDown(f"{self.path}: {exc}") from None
+        self.conn = conn
+
+    def _discover(self, conn: sqlite3.Connection) -> None:
+        names = [row[1] for row in conn.execute("SELECT * FROM pragma_table_info(?)",
+                                                (self.table,))]
+        if not names:
+            raise ColumnError(f"table `{self.table}' is empty or missing in file "
+                              f"`{self.path}'")
+        active = map_columns(names, self.stack_keys)
+        cols = [c.name for c in active]
+        self.build = row_builder([(c.key, sqlite_renderer(c.type)) for c in active])
+        table = quote(self.table)
+        self.insert = (f"INSERT INTO {table} ({', '.join(map(quote, cols))}) "
+                       f"VALUES ({', '.join('?' * len(cols))})")
+        if self.merge:
+            self._plan_merge(cols)
+
+    def _plan_merge(self, cols: list[str]) -> None:
+        if "ct_event" not in cols:
+            raise ColumnError(f"merge_flows needs a ct_event column in `{self.table}'")
+        pos = {c: i for i, c in enumerate(cols)}
+        match = [c for c in MATCH_COLUMNS if c in pos]
+        update = [c for c in UPDATE_COLUMNS if c in pos]
+        self.event_at = pos["ct_event"]
+        self.update = (
+            f"UPDATE {quote(self.table)} SET "
+            + ", ".join(f"{quote(c)} = ?" for c in update)
+            + " WHERE " + " AND ".join(f"{quote(c)} IS ?" for c in match)
+            + " AND ct_event < 4"
+        )
+        self.update_params = [pos[c] for c in update] + [pos[c] for c in match]
+
+    def close(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.close()
+
+    def interrupt(self) -> None:
+        conn = self.conn
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                conn.interrupt()
+
+    # -- writing ----------------------------------------------------------------------
+    def write(self, records: list[dict]) -> int:
+        conn = self.conn
+        if conn is None:
+            raise SinkDown("not open")
+        rows = [self.build(r) for r in records]
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            if self.merge:
+                for row in rows:
+                    self._merge_row(conn, row)
+            else:
+                conn.executemany(self.insert, rows)
+            conn.execute("COMMIT")
+            return len(rows)
+        except sqlite3.Error as exc:
+            self._rollback(conn)
+            if not is_row_error(exc):
+                raise SinkDown(f"{self.path}: {exc}") from None
+        return self._one_by_one(conn, rows)
+
+    def _merge_row(self, conn: sqlite3.Connection, row: tuple) -> None:
+        if row[self.event_at] == DESTROY:
+            cur = conn.execute(self.update, [row[i] for i in self.update_params])
+            if cur.rowcount > 0:
+                return
+        conn.execute(self.insert, row)
+
+    def _rollback(self, conn: sqlite3.Connection) -> None:
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+
+    def _one_by_one(self, conn: sqlite3.Connection, rows: list[tuple]) -> int:
+        stored = 0
+        for done, row in enumerate(rows):
+            try:
+                if self.merge:
+                    conn.execute("BEGIN IMMEDIATE")
+                    self._merge_row(conn, row)
+                    conn.execute("COMMIT")
+                else:
+                    conn.execute(self.insert, row)
+                stored += 1
+            except sqlite3.Error as exc:
+                self._rollback(conn)
+                if not is_row_error(exc):
+                    raise SinkDown(f"{self.path}: {exc}", stored=done) from None
+                self.rejected_logged += 1
+                if self.rejected_logged <= LOGGED_REJECTS:
+                    log.error("%s: row rejected by SQLite: %s", self.label, exc)
+        return stored
