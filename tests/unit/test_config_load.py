@@ -257,7 +257,7 @@ def test_shipped_config_passes_check(path: Path) -> None:
     proc = subprocess.run([ULOGPY, "--check", "-c", str(path)], capture_output=True,
                           text=True, timeout=30)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.startswith(f"{path}: OK, 4 stack(s)")
+    assert proc.stdout.startswith(f"{path}: OK, 5 stack(s)")
 
 
 def test_embedded_default_is_the_shipped_file() -> None:
