@@ -64,20 +64,23 @@ class Key:
 
     `optional` matters for inputs only: an optional input may stay unbound.
     `cim_name` is the alternate field name JSON uses (`src_ip`, `dest_port`, ...).
+    `ulogd=False` marks a key of ulogpy's own, which `-i` marks.
     """
 
     name: str
     type: KeyType
     optional: bool = False
     cim_name: str | None = None
+    ulogd: bool = True
 
     @property
     def info_line(self) -> str:
         """The `Key:` line of `-i` output."""
         suffix = ", optional" if self.optional else ""
-        return f"\tKey: {self.name} ({self.type.label}{suffix})"
+        mark = "" if self.ulogd else "  [ulogpy]"
+        return f"\tKey: {self.name} ({self.type.label}{suffix}){mark}"
 
 
-def keys(*specs: tuple) -> tuple[Key, ...]:
-    """Build a key table from compact `(name, type[, optional[, cim_name]])` rows."""
-    return tuple(Key(*spec) for spec in specs)
+def keys(*specs: tuple | Key) -> tuple[Key, ...]:
+    """Build a key table from compact `(name, type[, optional[, cim_name]])` rows (or Keys)."""
+    return tuple(spec if isinstance(spec, Key) else Key(*spec) for spec in specs)

@@ -5,9 +5,16 @@ carrying the start time remembered from NEW.  Event mode without the hash:
 each NEW and DESTROY as it comes.  Polling mode (`pollinterval`): periodic
 table dumps, a record when a connection disappears.
 
-Unlike ulogd, every overrun (ENOBUFS) is counted, the buffer grows from its
-current size up to `netlink_socket_buffer_maxsize`, and in hash mode a
-resync after `netlink_resync_timeout` recovers the missed DESTROYs.
+Unlike ulogd: the socket buffer is large by default (`DEFAULT_BUFFER`,
+growing up to `DEFAULT_MAXSIZE`) when the configuration leaves both sizes at
+0, since a conntrack flush sends tens of thousands of events at once; every
+overrun (ENOBUFS) is counted and grows the buffer; and a resync after
+`netlink_resync_timeout` recovers what the overrun cost.  In hash mode the
+dump rebuilds the hash and emits the DESTROYs that were missed.  In event
+mode with NEW and DESTROY, the plugin remembers the tuples of the flows it
+saw start (a few hundred bytes each), so the dump tells which NEW and which
+DESTROY events were lost: those are emitted then, marked with the ulogpy
+key `ct.resync` = 1 (a DESTROY found that way ends at the time of the dump).
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import signal
 import time
 
 from ulogpy.ctfilter import FlowFilter, check_networks, check_protocols
-from ulogpy.keys import IPADDR, RAW, U8, U16, U32, U64, keys
+from ulogpy.keys import IPADDR, RAW, U8, U16, U32, U64, Key, keys
 from ulogpy.netlink import conntrack as ct
 from ulogpy.netlink import nlsock
 from ulogpy.netlink.attrs import MalformedMessage
@@ -29,6 +36,19 @@ log = logging.getLogger("ulogpy.nfct")
 READS_PER_WAKEUP = 256
 RECV_BUFSIZE = 65536
 NEW, UPDATE, DESTROY = ct.EVENT_NEW, ct.EVENT_UPDATE, ct.EVENT_DESTROY
+#: Socket receive buffer asked for when the configuration sets none (the kernel reports
+#: twice this), and how far overruns may grow it then: a flush of 100,000 flows queues
+#: about 100 MB of events before a reader catches up.
+DEFAULT_BUFFER = 64 << 20
+DEFAULT_MAXSIZE = 512 << 20
+#: What event mode remembers of a live flow, to report its DESTROY if that is lost.
+_FLOW_KEYS = (
+    "orig.ip.saddr", "orig.ip.daddr", "orig.ip.protocol", "orig.l4.sport", "orig.l4.dport",
+    "reply.ip.saddr", "reply.ip.daddr", "reply.ip.protocol", "reply.l4.sport",
+    "reply.l4.dport", "icmp.code", "icmp.type", "ct.mark", "ct.id", "oob.family",
+    "oob.protocol",
+)
+_ID = _FLOW_KEYS.index("ct.id")
 
 
 def _check_mask(value: int) -> str | None:
@@ -52,11 +72,12 @@ class NFCT(InputPlugin):
         Option("hash_max_entries", int, 32768, help="flows tracked at most in hash mode"),
         Option("event_mask", int, 5, check=_check_mask,
                help="1 NEW | 2 UPDATE | 4 DESTROY, e.g. 0x00000005"),
-        Option("netlink_socket_buffer_size", int, 0, help="socket receive buffer in bytes"),
+        Option("netlink_socket_buffer_size", int, 0, help="socket receive buffer in bytes "
+               f"(0 with maxsize 0: ulogpy's default, {DEFAULT_BUFFER >> 20} MiB)"),
         Option("netlink_socket_buffer_maxsize", int, 0, help="grow the buffer up to this on "
-               "overruns"),
+               f"overruns (0 with size 0: {DEFAULT_MAXSIZE >> 20} MiB)"),
         Option("netlink_resync_timeout", int, 60, help="seconds after an overrun before "
-               "resyncing (hash mode)"),
+               "the table is dumped to recover lost events"),
         Option("reliable", int, 0, help="1: NETLINK_BROADCAST_ERROR and NETLINK_NO_ENOBUFS"),
         Option("accept_src_filter", str, "", check=check_networks,
                help="addr/len[,addr/len...] on the original source"),
@@ -80,6 +101,7 @@ class NFCT(InputPlugin):
         ("ct.event", U32), ("flow.start.sec", U32), ("flow.start.usec", U32),
         ("flow.end.sec", U32), ("flow.end.usec", U32), ("oob.family", U8),
         ("oob.protocol", U8), ("ct", RAW),
+        Key("ct.resync", U8, ulogd=False),
     )
 
     def configure(self) -> None:
@@ -95,10 +117,16 @@ class NFCT(InputPlugin):
         self.hash_on = bool(cfg.hash_enable)
         #: tuple key -> (start sec, start usec, latest keys) of flows seen alive.
         self.flows: dict[object, tuple[int, int, dict]] = {}
+        #: Event mode with NEW and DESTROY: tuple key -> (start sec, start usec, the
+        #: `_FLOW_KEYS` values) of the flows seen starting, for the resync after an overrun.
+        self.alive: dict[bytes, tuple] | None = None
+        if not self.hash_on and not cfg.pollinterval and cfg.event_mask & 5 == 5:
+            self.alive = {}
         self.sock = None
         self.loop = None
         self.resync_pending = False
         self.bufsize = 0
+        self.maxsize = cfg.netlink_socket_buffer_maxsize
 
     # -- start / stop ---------------------------------------------------------
     def start(self, loop) -> None:
@@ -115,11 +143,11 @@ class NFCT(InputPlugin):
         except OSError as exc:
             raise PluginError(f"cannot open ctnetlink socket: {exc.strerror}") from None
         self.sock.setblocking(False)
-        if cfg.netlink_socket_buffer_size:
-            self.bufsize = nlsock.set_rcvbuf(self.sock, cfg.netlink_socket_buffer_size)
-            log.log(25, "NFCT netlink buffer size has been set to %d", self.bufsize)
-        else:
-            self.bufsize = nlsock.get_rcvbuf(self.sock)
+        size = cfg.netlink_socket_buffer_size
+        if not size and not self.maxsize:
+            size, self.maxsize = DEFAULT_BUFFER, DEFAULT_MAXSIZE
+        self.bufsize = nlsock.set_rcvbuf(self.sock, size)
+        log.log(25, "NFCT netlink buffer size has been set to %d", self.bufsize)
         if cfg.reliable:
             nlsock.set_reliable(self.sock, True)
             log.log(25, "NFCT reliable logging has been enabled.")
@@ -197,8 +225,12 @@ class NFCT(InputPlugin):
             sec, usec = _ns_split(event.start_ns or time.time_ns())
             record["flow.start.sec"] = sec
             record["flow.start.usec"] = usec
+            if self.alive is not None:
+                self.alive[event.tuple_key] = (sec, usec, tuple(map(record.get, _FLOW_KEYS)))
             self.emit(record)
         elif kind == DESTROY:
+            if self.alive is not None:
+                self.alive.pop(event.tuple_key, None)
             record["ct.event"] = DESTROY
             if event.start_ns:
                 record["flow.start.sec"], record["flow.start.usec"] = _ns_split(event.start_ns)
@@ -241,8 +273,7 @@ class NFCT(InputPlugin):
     # -- overruns and resync --------------------------------------------------
     def _overrun(self) -> None:
         self.counters.add("overruns")
-        grown = nlsock.grow_rcvbuf(self.sock, self.bufsize,
-                                   self.config.netlink_socket_buffer_maxsize)
+        grown = nlsock.grow_rcvbuf(self.sock, self.bufsize, self.maxsize)
         if grown is not None:
             self.bufsize = grown
             log.log(25, "%s: we are losing events, increasing buffer size to %d",
@@ -250,7 +281,7 @@ class NFCT(InputPlugin):
         elif self.counters.get("overruns") == 1:
             log.log(25, "%s: we are losing events (socket buffer overrun); consider "
                     "netlink_socket_buffer_size / netlink_socket_buffer_maxsize", self.id)
-        if self.hash_on and not self.resync_pending:
+        if (self.hash_on or self.alive is not None) and not self.resync_pending:
             self.resync_pending = True
             self.loop.call_later(self.config.netlink_resync_timeout, self._resync)
 
@@ -258,9 +289,48 @@ class NFCT(InputPlugin):
         self.resync_pending = False
         self.counters.add("resyncs")
         try:
-            self._dump_into_hash(emit_vanished=True)
+            if self.hash_on:
+                self._dump_into_hash(emit_vanished=True)
+            else:
+                self._resync_events()
         except OSError as exc:
             log.error("%s: resync failed: %s", self.id, exc)
+
+    def _resync_events(self) -> None:
+        """Event mode: emit the NEW and DESTROY events an overrun cost, marked `ct.resync`."""
+        self.on_readable()  # what the socket still holds first, so nothing is reported twice
+        alive = self.alive
+        assert alive is not None
+        now: dict[bytes, ct.CtEvent] = {}
+        for event in self._dump():
+            if not self.filtering or self.filter.accepts(event.values):
+                now[event.tuple_key] = event
+        end_sec, end_usec = _ns_split(time.time_ns())
+        for key, event in now.items():
+            known = alive.get(key)
+            if known is not None:
+                if known[2][_ID] == event.values.get("ct.id"):
+                    continue  # the same connection, already reported
+                # the tuple was reused by a new connection: the old one ended unseen
+                self._emit_lost_destroy(alive.pop(key), end_sec, end_usec)
+            record = event.values
+            sec, usec = _ns_split(event.start_ns or time.time_ns())
+            record.update({"ct.event": NEW, "flow.start.sec": sec, "flow.start.usec": usec,
+                           "ct.resync": 1})
+            alive[key] = (sec, usec, tuple(map(record.get, _FLOW_KEYS)))
+            self.counters.add("resync_new")
+            self.emit(record)
+        for key in [k for k in alive if k not in now]:
+            self._emit_lost_destroy(alive.pop(key), end_sec, end_usec)
+
+    def _emit_lost_destroy(self, flow: tuple, end_sec: int, end_usec: int) -> None:
+        start_sec, start_usec, values = flow
+        record = {k: v for k, v in zip(_FLOW_KEYS, values, strict=True) if v is not None}
+        record.update({"ct.event": DESTROY, "flow.start.sec": start_sec,
+                       "flow.start.usec": start_usec, "flow.end.sec": end_sec,
+                       "flow.end.usec": end_usec, "ct.resync": 1})
+        self.counters.add("resync_destroy")
+        self.emit(record)
 
     def _poll(self) -> None:
         try:

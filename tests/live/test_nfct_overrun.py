@@ -10,9 +10,11 @@ table so that every flow it knew of gets exactly one DESTROY record.
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import sys
+import time
 
 import pytest
 
@@ -82,3 +84,68 @@ def test_overrun_is_counted_and_resync_emits_the_lost_destroys(tmp_path):
         assert re.search(r"resyncs=[1-9]", counters), counters
         # The buffer grew from the kernel's 8192 (twice what was asked) towards the maximum.
         assert "we are losing events, increasing buffer size to 16384" in daemon.log_text()
+
+
+EVENT_CONF = """\
+[global]
+loglevel=3
+stack=ct1:NFCT,ip2str1:IP2STR,json1:JSON
+[ct1]
+hash_enable=0
+event_mask=5
+netlink_socket_buffer_size=65536
+netlink_socket_buffer_maxsize=65536
+netlink_resync_timeout=1
+[json1]
+file="{d}/flows.json"
+sync=1
+"""
+
+
+def test_event_mode_resync_reports_every_connection_once(tmp_path):
+    """Event mode, a small buffer: A flows start and are logged; then, the daemon stopped,
+    every flow is deleted and B flows start, far more events than the buffer holds.  After the resync
+    every connection the daemon knew of has exactly one NEW and one DESTROY, every
+    connection alive now has exactly one NEW and no DESTROY, no event is reported twice,
+    and what the overrun cost is marked ct.resync and counted.  (A connection that both
+    started and ended inside the overrun leaves no trace anywhere: nobody can report it.)"""
+    a, b = 30, 1500
+    with NatTopology() as topo:
+        with UlogdProcess(topo.fw, EVENT_CONF.format(d=tmp_path), tmp_path / "run",
+                          binary=ULOGPY) as daemon:
+            topo.lan.run([sys.executable, "-c", BURST, topo.wan_ip4, "20000", str(a)])
+            wait_until(lambda: len(read_lines(tmp_path / "flows.json")) >= a, timeout=10,
+                       what="the NEW events of the A flows")
+            daemon.send_signal(signal.SIGSTOP)
+            try:
+                topo.fw.run(["conntrack", "-D", "-p", "udp", "--orig-port-dst", "9"],
+                            check=False)
+                topo.lan.run([sys.executable, "-c", BURST, topo.wan_ip4, "30000", str(b)])
+            finally:
+                daemon.send_signal(signal.SIGCONT)
+            wait_until(lambda: "resyncs" in _counters(daemon), timeout=15,
+                       what="a resync after the overrun", interval=0.5)
+            wait_until(lambda: _counters(daemon) == _counters(daemon), timeout=5)
+        recs = [json.loads(ln) for ln in read_lines(tmp_path / "flows.json")]
+        events = [(r["ct.id"], r["ct.event"]) for r in recs]
+        assert len(events) == len(set(events)), "an event reported twice"
+        by_port: dict[int, list[int]] = {}
+        for r in recs:
+            by_port.setdefault(r["orig.l4.sport"], []).append(r["ct.event"])
+        for port in range(20000, 20000 + a):  # started, then deleted
+            assert sorted(by_port[port]) == [1, 4], (port, by_port[port])
+        for port in range(30000, 30000 + b):  # alive at the resync
+            assert by_port[port].count(1) == 1 and 4 not in by_port[port], by_port[port]
+        values = _counters(daemon)
+        marked = [r for r in recs if r.get("ct.resync")]
+        assert int(values["overruns"]) >= 1 and int(values["resyncs"]) >= 1
+        assert len(marked) == int(values.get("resync_new", 0)) + int(
+            values.get("resync_destroy", 0)) > 0
+
+
+def _counters(daemon: UlogdProcess) -> dict[str, str]:
+    """The NFCT counters, as the daemon logs them on SIGUSR1."""
+    daemon.send_signal(signal.SIGUSR1)
+    time.sleep(0.2)
+    found = re.findall(r"counters ct1:NFCT: (.*)", daemon.log_text())
+    return dict(item.split("=") for item in found[-1].split()) if found else {}

@@ -66,7 +66,7 @@ def _plugin_names() -> list[str]:
 @pytest.mark.parametrize("name", _plugin_names())
 def test_info_for_every_plugin(name: str) -> None:
     """`-i NAME` prints ulogd's layout; for plugins ulogd has, every line of `ulogd -i`
-    in order, with only ulogpy's own options (marked `[ulogpy]`) added."""
+    in order, with only ulogpy's own options and keys (marked `[ulogpy]`) added."""
     proc = run_cli("-i", name)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
@@ -90,7 +90,7 @@ def test_info_for_every_plugin(name: str) -> None:
             extra.append(line)
     assert pos == len(expected), f"missing from line {pos}: {expected[pos]!r}"
     for line in extra:
-        assert line.startswith("\tVar: ") and line.endswith("[ulogpy]"), line
+        assert line.startswith(("\tVar: ", "\tKey: ")) and line.endswith("[ulogpy]"), line
 
 
 @pytest.mark.parametrize("name", _plugin_names())
