@@ -224,13 +224,17 @@ def test_same_packet_rows_as_ulogd(pg, new_db, topo, tmp_path):
             udp_echo(topo.lan, topo.wan, topo.wan_ip(fam))
             icmp_echo(topo.lan, topo.wan_ip(fam))
             tcp_echo(topo.fw, topo.wan, topo.wan_ip(fam))
-        last = [-1]
+        # The kernel hands each NFLOG group's batch over on its own 1 s timer: wait past
+        # it, then until both databases are alike and stay so.
+        time.sleep(1.5)
+        history: list[tuple[int, ...]] = []
 
         def settled() -> bool:
-            now = [query(db, "SELECT count(*) FROM ulog2")[0][0] for db in dbs.values()]
-            done = now[0] == now[1] == last[0] and now[0] > 0
-            last[0] = now[0]
-            return done
+            history.append(tuple(query(db, "SELECT count(*) FROM ulog2")[0][0]
+                                 for db in dbs.values()))
+            last = history[-3:]
+            return len(last) == 3 and len(set(last)) == 1 and len(set(last[0])) == 1 \
+                and last[0][0] > 0
 
         wait_for(settled, timeout=20, interval=0.5, what="both databases alike")
         assert procs["ulogpy"].stop() == 0
