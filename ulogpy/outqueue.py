@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import marshal
 import os
 import threading
 import time
@@ -30,10 +29,15 @@ from collections import deque
 from collections.abc import Callable
 
 from ulogpy.plugin import Option, OutputPlugin
+from ulogpy.spool import Spool, encode_record
 
 log = logging.getLogger("ulogpy.outqueue")
 
 POLICIES = ("block", "drop-oldest", "spool")
+#: Bound of one output's spool on disk; beyond it records are dropped (counted).
+SPOOL_MAX_BYTES = 1 << 30
+#: Records read back from the spool per round.
+SPOOL_BATCH = 1000
 #: How many failures of one output are logged in full before only counting.
 LOGGED_FAILURES = 5
 
@@ -53,62 +57,6 @@ QUEUE_OPTIONS = (
 )
 
 
-class Spool:
-    """Append-only file of record batches, read back in order (one file per output)."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.records = 0
-        self._write = None
-        self._read = None
-
-    def recover(self) -> int:
-        """Count the records a previous run left in the spool (they are written first)."""
-        try:
-            with open(self.path, "rb") as f:
-                while True:
-                    try:
-                        self.records += len(marshal.load(f))
-                    except EOFError:
-                        break
-        except FileNotFoundError:
-            pass
-        except (ValueError, TypeError) as exc:  # a torn last batch: keep what is readable
-            log.error("spool %s is damaged after %d records: %s", self.path, self.records, exc)
-        return self.records
-
-    def append(self, batch: list[dict]) -> None:
-        if self._write is None:
-            os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
-            self._write = open(self.path, "ab")  # noqa: SIM115 - kept open while spooling
-        marshal.dump(batch, self._write)
-        self._write.flush()
-        self.records += len(batch)
-
-    def take(self) -> list[dict] | None:
-        """The oldest spooled batch, or None when the spool is empty (then it is removed)."""
-        if self.records == 0:
-            return None
-        if self._read is None:
-            self._read = open(self.path, "rb")  # noqa: SIM115
-        batch = marshal.load(self._read)
-        self.records -= len(batch)
-        if self.records == 0:
-            self.close(remove=True)
-        return batch
-
-    def close(self, remove: bool = False) -> None:
-        for f in (self._write, self._read):
-            if f is not None:
-                f.close()
-        self._write = self._read = None
-        if remove:
-            try:
-                os.unlink(self.path)
-            except FileNotFoundError:
-                pass
-
-
 class OutputQueue:
     """The queue and writer thread of one output instance."""
 
@@ -125,11 +73,14 @@ class OutputQueue:
         self._controls: deque[Callable[[], None]] = deque()
         self._cond = threading.Condition()
         self._stopping = False
-        self._spool = Spool(os.path.join(spool_dir, f"{output.id}.spool")) \
-            if policy == "spool" else None
-        if self._spool is not None and self._spool.recover():
-            log.log(25, "%s: %d spooled records from the last run will be written first",
-                    output, self._spool.records)
+        self._spool: Spool | None = None
+        if policy == "spool":
+            self._spool = Spool(os.path.join(spool_dir, output.id), SPOOL_MAX_BYTES,
+                                functools.partial(encode_record, keys=None))
+            left = self._spool.open()
+            if left:
+                log.log(25, "%s: %d spooled records from the last run will be written first",
+                        output, left)
         self._thread = threading.Thread(target=self._run, name=f"output {output}", daemon=True)
         #: Set by the runner: True when a signal waits, so a blocked reader gives up waiting.
         self.interrupted: Callable[[], bool] = lambda: False
@@ -145,7 +96,7 @@ class OutputQueue:
         batch = self.pending[:]
         self.pending.clear()
         with self._cond:
-            if self._spool is not None and self._spool.records:
+            if self._spooling():
                 self._to_spool(batch)  # keep the order: nothing overtakes the spool
             elif self._queued + len(batch) > self.size:
                 self._overflow(batch)
@@ -189,14 +140,20 @@ class OutputQueue:
             dropped += cut
         self._note_drop(dropped, "queue full")
 
+    def _spooling(self) -> bool:
+        return self._spool is not None and self._spool.rows_on_disk > 0
+
     def _to_spool(self, batch: list[dict]) -> None:
         assert self._spool is not None
+        done = 0
         try:
-            self._spool.append(batch)
+            for record in batch:
+                self._spool.append(record)
+                done += 1
+            self._spool.flush()
         except (OSError, ValueError, TypeError) as exc:
-            self._note_drop(len(batch), f"spool failed: {exc}")
-            return
-        self.counters.add("spooled", len(batch))
+            self._note_drop(len(batch) - done, f"spool failed: {exc}")
+        self.counters.add("spooled", done)
 
     def _note_drop(self, count: int, why: str) -> None:
         if not count:
@@ -215,7 +172,7 @@ class OutputQueue:
             self._cond.notify()
 
     def depth(self) -> int:
-        return self._queued + len(self.pending) + (self._spool.records if self._spool else 0)
+        return self._queued + len(self.pending) + (self._spool.rows_on_disk if self._spool else 0)
 
     # -- output side -------------------------------------------------------
     def _run(self) -> None:
@@ -224,7 +181,7 @@ class OutputQueue:
         while True:
             with self._cond:
                 while not (self._queue or self._controls or self._stopping or
-                           (self._spool is not None and self._spool.records)):
+                           self._spooling()):
                     self._cond.wait()
                 batches = list(self._queue)
                 self._queue.clear()
@@ -232,12 +189,10 @@ class OutputQueue:
                 controls = list(self._controls)
                 self._controls.clear()
                 stopping = self._stopping
-                if not batches and self._spool is not None and self._spool.records:
-                    spooled = self._spool.take()
-                    if spooled:
-                        batches = [spooled]
-                        counters.add("replayed", len(spooled))
                 self._cond.notify_all()  # room for a blocked reader
+            from_spool = not batches and self._spooling()
+            if from_spool:
+                batches = [self._spool.read(SPOOL_BATCH)]  # type: ignore[union-attr]
             for batch in batches:
                 written = 0
                 for record in batch:
@@ -250,11 +205,13 @@ class OutputQueue:
                             log.error("%s failed on an event: %r", self.output, exc)
                 counters.add("written", written)
                 self._safely(self.output.flush)
+            if from_spool:
+                self._spool.commit(len(batches[0]))  # type: ignore[union-attr]
+                counters.add("replayed", len(batches[0]))
             for action in controls:
                 self._safely(action)
             with self._cond:
-                idle = not (self._queue or self._controls or
-                            (self._spool is not None and self._spool.records))
+                idle = not (self._queue or self._controls or self._spooling())
                 self._cond.notify_all()
             if stopping and idle:
                 return
@@ -285,14 +242,17 @@ class OutputQueue:
                 left = [r for batch in self._queue for r in batch]
                 self._queue.clear()
                 self._queued = 0
-                if self._spool is not None and left:
-                    # Replayed by the next run (after what was spooled before them).
-                    self._to_spool(left)
-                    left = []
+            kept = 0
+            if self._spool is not None and left:
+                try:
+                    self._spool.prepend(left)  # older than what overflowed to disk
+                    kept, left = len(left), []
+                except OSError as exc:
+                    log.error("%s: cannot keep the queue in the spool: %s", self.output, exc)
             self._note_drop(len(left), "stalled at exit")
             log.error("%s: output stalled at exit; %d records dropped, %d kept in the spool",
-                      self.output, len(left), self._spool.records if self._spool else 0)
+                      self.output, len(left), kept)
             return False
         if self._spool is not None:
-            self._spool.close(remove=not self._spool.records)
+            self._spool.close()
         return True

@@ -13,7 +13,7 @@ import logging
 import threading
 from collections import deque
 
-from ulogpy.db.spool import Spool
+from ulogpy.spool import Spool
 
 log = logging.getLogger("ulogpy.db")
 

@@ -13,10 +13,10 @@ import os
 import signal
 
 from ulogpy.db.backlog import Backlog
-from ulogpy.db.spool import Spool, encode_record
 from ulogpy.db.worker import Sink, Worker
 from ulogpy.keys import KeyType
 from ulogpy.plugin import DataType, Option, OutputPlugin, PluginError
+from ulogpy.spool import Spool, encode_record
 
 log = logging.getLogger("ulogpy.db")
 NOTICE = 25

@@ -1,8 +1,11 @@
-"""The on-disk spool: rows the database could not take yet, kept across restarts.
+"""The on-disk spool: records an output could not take yet, kept across restarts.
+
+Used by the database outputs while the database is away and by any output
+whose queue policy is `spool` (`ulogpy.outqueue`) while it is too slow.
 
 A directory of append-only segment files (`<seq>.spool`), one JSON object
 per line, read back oldest segment first.  Reading is two-phase: `read`
-hands out rows, `commit` (after the database committed them) moves the
+hands out rows, `commit` (after the output wrote them) moves the
 durable position, `rewind` gives them back.  The position inside the
 oldest segment lives in `<seq>.pos`; consumed segments are deleted.
 `prepend` writes a segment *before* all others: at shutdown, rows still in
@@ -25,7 +28,7 @@ from pathlib import Path
 
 import orjson
 
-log = logging.getLogger("ulogpy.db.spool")
+log = logging.getLogger("ulogpy.spool")
 
 SEGMENT_BYTES = 16 << 20
 FIRST_SEQ = 1_000_000_000  # room below for segments prepended at shutdown
