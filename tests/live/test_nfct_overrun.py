@@ -104,8 +104,8 @@ sync=1
 
 def test_event_mode_resync_reports_every_connection_once(tmp_path):
     """Event mode, a small buffer: A flows start and are logged; then, the daemon stopped,
-    every flow is deleted and B flows start, far more events than the buffer holds.  After the resync
-    every connection the daemon knew of has exactly one NEW and one DESTROY, every
+    every flow is deleted and B flows start, far more events than the buffer holds.
+    After the resync every connection the daemon knew of has exactly one NEW and one DESTROY, every
     connection alive now has exactly one NEW and no DESTROY, no event is reported twice,
     and what the overrun cost is marked ct.resync and counted.  (A connection that both
     started and ended inside the overrun leaves no trace anywhere: nobody can report it.)"""
