@@ -56,6 +56,10 @@ def main(argv: list[str] | None = None) -> int:
         from ulogpy.db.cli import main as db_main
 
         return db_main(argv[1:])
+    if argv[:1] == ["nat-lookup"]:
+        from ulogpy.natlookup.cli import main as nat_lookup_main
+
+        return nat_lookup_main(argv[1:])
     try:
         pairs, rest = getopt.gnu_getopt(argv, SHORT, LONG)
     except getopt.GetoptError as exc:

@@ -114,7 +114,7 @@ def build_pipeline(config: Config) -> Pipeline:
     return pipeline
 
 
-def _parse_tokens(config: Config, text: str, line: int | None) -> list[tuple[str, str]]:
+def parse_stack_tokens(config: Config, text: str, line: int | None) -> list[tuple[str, str]]:
     tokens = []
     for raw in text.replace("\n", ",").split(","):
         token = raw.strip()
@@ -143,7 +143,7 @@ def _build_stack(
     inputs: dict[str, InputPlugin],
 ) -> Stack:
     known = registry()
-    tokens = _parse_tokens(config, text, line)
+    tokens = parse_stack_tokens(config, text, line)
 
     def fail(message: str, valid: str | None = None, section: str | None = "global") -> None:
         raise ConfigError(

@@ -232,7 +232,8 @@ CREATE INDEX ulog2_ct_event ON ulog2_ct (ct_event);
 -- ulogpy: "who had public ip:port at time t" — after masquerading, the public address and
 -- port are the reply direction's destination; then narrow by the flow's lifetime.
 -- @index ulog2_ct_nat_lookup ulog2_ct
-CREATE INDEX ulog2_ct_nat_lookup ON ulog2_ct (reply_ip_daddr_str, reply_l4_dport);
+CREATE INDEX ulog2_ct_nat_lookup
+    ON ulog2_ct (reply_ip_daddr_str, reply_l4_dport, flow_start_sec);
 -- @index ulog2_ct_flow_start ulog2_ct
 CREATE INDEX ulog2_ct_flow_start ON ulog2_ct (flow_start_sec);
 -- @index ulog2_ct_flow_end ulog2_ct

@@ -76,7 +76,8 @@ CREATE INDEX IF NOT EXISTS ulog2_ct_open_flows
     ON ulog2_ct (orig_ip_saddr_str, orig_l4_sport, orig_ip_daddr_str) WHERE ct_event < 4;
 -- @index ulog2_ct_nat_lookup ulog2_ct
 -- Who had this public ip:port: after masquerading it is the reply's destination.
-CREATE INDEX IF NOT EXISTS ulog2_ct_nat_lookup ON ulog2_ct (reply_ip_daddr_str, reply_l4_dport);
+CREATE INDEX IF NOT EXISTS ulog2_ct_nat_lookup
+    ON ulog2_ct (reply_ip_daddr_str, reply_l4_dport, flow_start_sec);
 -- @index ulog2_ct_orig_ip_saddr ulog2_ct
 CREATE INDEX IF NOT EXISTS ulog2_ct_orig_ip_saddr ON ulog2_ct (orig_ip_saddr_str);
 -- @index ulog2_ct_flow_start ulog2_ct
