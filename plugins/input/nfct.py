@@ -5,9 +5,9 @@ carrying the start time remembered from NEW.  Event mode without the hash:
 each NEW and DESTROY as it comes.  Polling mode (`pollinterval`): periodic
 table dumps, a record when a connection disappears.
 
-Unlike ulogd: the socket buffer is large by default (`DEFAULT_BUFFER`,
-growing up to `DEFAULT_MAXSIZE`) when the configuration leaves both sizes at
-0, since a conntrack flush sends tens of thousands of events at once; every
+Unlike ulogd: the socket buffer is large by default (`nlsock.DEFAULT_RCVBUF`,
+growing up to `DEFAULT_RCVBUF_MAX`) when the configuration leaves both sizes
+at 0, since a conntrack flush sends tens of thousands of events at once; every
 overrun (ENOBUFS) is counted and grows the buffer; and a resync after
 `netlink_resync_timeout` recovers what the overrun cost.  In hash mode the
 dump rebuilds the hash and emits the DESTROYs that were missed.  In event
@@ -36,11 +36,6 @@ log = logging.getLogger("ulogpy.nfct")
 READS_PER_WAKEUP = 256
 RECV_BUFSIZE = 65536
 NEW, UPDATE, DESTROY = ct.EVENT_NEW, ct.EVENT_UPDATE, ct.EVENT_DESTROY
-#: Socket receive buffer asked for when the configuration sets none (the kernel reports
-#: twice this), and how far overruns may grow it then: a flush of 100,000 flows queues
-#: about 100 MB of events before a reader catches up.
-DEFAULT_BUFFER = 64 << 20
-DEFAULT_MAXSIZE = 512 << 20
 #: What event mode remembers of a live flow, to report its DESTROY if that is lost.
 _FLOW_KEYS = (
     "orig.ip.saddr", "orig.ip.daddr", "orig.ip.protocol", "orig.l4.sport", "orig.l4.dport",
@@ -73,9 +68,9 @@ class NFCT(InputPlugin):
         Option("event_mask", int, 5, check=_check_mask,
                help="1 NEW | 2 UPDATE | 4 DESTROY, e.g. 0x00000005"),
         Option("netlink_socket_buffer_size", int, 0, help="socket receive buffer in bytes "
-               f"(0 with maxsize 0: ulogpy's default, {DEFAULT_BUFFER >> 20} MiB)"),
+               f"(0 with maxsize 0: ulogpy's default, {nlsock.DEFAULT_RCVBUF >> 20} MiB)"),
         Option("netlink_socket_buffer_maxsize", int, 0, help="grow the buffer up to this on "
-               f"overruns (0 with size 0: {DEFAULT_MAXSIZE >> 20} MiB)"),
+               f"overruns (0 with size 0: {nlsock.DEFAULT_RCVBUF_MAX >> 20} MiB)"),
         Option("netlink_resync_timeout", int, 60, help="seconds after an overrun before "
                "the table is dumped to recover lost events"),
         Option("reliable", int, 0, help="1: NETLINK_BROADCAST_ERROR and NETLINK_NO_ENOBUFS"),
@@ -143,9 +138,8 @@ class NFCT(InputPlugin):
         except OSError as exc:
             raise PluginError(f"cannot open ctnetlink socket: {exc.strerror}") from None
         self.sock.setblocking(False)
-        size = cfg.netlink_socket_buffer_size
-        if not size and not self.maxsize:
-            size, self.maxsize = DEFAULT_BUFFER, DEFAULT_MAXSIZE
+        size, self.maxsize = nlsock.default_rcvbuf(cfg.netlink_socket_buffer_size,
+                                                   cfg.netlink_socket_buffer_maxsize)
         self.bufsize = nlsock.set_rcvbuf(self.sock, size)
         log.log(25, "NFCT netlink buffer size has been set to %d", self.bufsize)
         if cfg.reliable:

@@ -11,7 +11,8 @@ current size up to `netlink_socket_buffer_maxsize`; the kernel always adds
 per-group sequence numbers, so each lost packet is counted (`lost`) even
 though `oob.seq.local` is only exported with `seq_local=1` (so records stay
 as ulogd writes them); `netlink_socket_buffer_size` is applied even without
-a maximum (ulogd 2.0.8 then ignores it and logs "set to 0").
+a maximum (ulogd 2.0.8 then ignores it and logs "set to 0"), and with neither
+option the buffer is large (`nlsock.DEFAULT_RCVBUF`, growing on overruns).
 """
 
 from __future__ import annotations
@@ -100,6 +101,7 @@ class NFLOG(InputPlugin):
         self.sock: socket.socket | None = None
         self.loop = None
         self.rcvbuf = 0
+        self.maxsize = cfg.netlink_socket_buffer_maxsize  # start() may give the default
         #: The kernel numbers a group's packets from 0 once NFULNL_CFG_F_SEQ is set.
         self.next_seq = 0
         self.growth_stopped = False
@@ -158,11 +160,10 @@ class NFLOG(InputPlugin):
             raise PluginError(
                 f"unable to set copy mode for log group {cfg.group}: {exc.strerror}") from None
 
-        if cfg.netlink_socket_buffer_size:
-            self.rcvbuf = nlsock.set_rcvbuf(self.sock, cfg.netlink_socket_buffer_size)
-            log.log(NOTICE, "NFLOG netlink buffer size has been set to %d", self.rcvbuf)
-        else:
-            self.rcvbuf = nlsock.get_rcvbuf(self.sock)
+        size, self.maxsize = nlsock.default_rcvbuf(cfg.netlink_socket_buffer_size,
+                                                   cfg.netlink_socket_buffer_maxsize)
+        self.rcvbuf = nlsock.set_rcvbuf(self.sock, size)
+        log.log(NOTICE, "NFLOG netlink buffer size has been set to %d", self.rcvbuf)
         for value, build, what in (
             (cfg.netlink_qthreshold, nflog.build_qthreshold, "threshold"),
             (cfg.netlink_qtimeout, nflog.build_timeout, "timeout"),
@@ -321,7 +322,7 @@ class NFLOG(InputPlugin):
 
     def _overrun(self) -> None:
         self.counters.add("overruns")
-        maxsize = self.config.netlink_socket_buffer_maxsize
+        maxsize = self.maxsize
         if not self.growth_stopped:
             grown = nlsock.grow_rcvbuf(self.sock, self.rcvbuf, maxsize)
             if grown is not None:

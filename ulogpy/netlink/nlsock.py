@@ -231,6 +231,20 @@ def request_ack(
         return
 
 
+#: The socket receive buffer inputs ask for when the configuration sets no size and no
+#: maximum (ulogd then keeps the kernel's ~200 KB), and how far overruns may grow it: a
+#: conntrack flush or a packet flood queues tens of MB before a reader catches up.
+DEFAULT_RCVBUF = 64 << 20
+DEFAULT_RCVBUF_MAX = 512 << 20
+
+
+def default_rcvbuf(size: int, maxsize: int) -> tuple[int, int]:
+    """(size, maxsize) to use: ulogpy's large defaults when the configuration gives neither."""
+    if not size and not maxsize:
+        return DEFAULT_RCVBUF, DEFAULT_RCVBUF_MAX
+    return size, maxsize
+
+
 def grow_rcvbuf(sock: socket.socket, current: int, maxsize: int) -> int | None:
     """Double the receive buffer after an overrun, up to `maxsize` (kernel-reported sizes).
 
