@@ -5,13 +5,18 @@
 * Tests marked ``ulogd`` additionally need the real ulogd 2.0.8 (/usr/sbin/ulogd).
 * Fixture ``nat_topology``: a fresh lan -- fw -- wan :class:`tests.netns.NatTopology`
   (deleted afterwards); combine with pytest's ``tmp_path`` for configs and output files.
+* Fixture ``pg``: one throwaway PostgreSQL cluster for the whole session
+  (:class:`tests.pgcluster.PgCluster`); tests create their own databases in it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from tests.netns import NatTopology, Netns, live_skip_reason
+from tests.pgcluster import PgCluster, pg_skip_reason
 from tests.ulogd_ref import ulogd_skip_reason
 
 _REASONS: dict[str, str | None] = {}
@@ -68,3 +73,13 @@ def netns(live_ok) -> Netns:
     """One empty namespace (lo up), deleted afterwards."""
     with Netns("test") as ns:
         yield ns
+
+
+@pytest.fixture(scope="session")
+def pg() -> Iterator[PgCluster]:
+    """A PostgreSQL server of the tests' own (initdb in a temporary directory)."""
+    reason = pg_skip_reason()
+    if reason:
+        pytest.skip(reason)
+    with PgCluster() as cluster:
+        yield cluster

@@ -15,18 +15,9 @@ from collections.abc import Iterator
 import pytest
 
 from tests.db.helpers import OutputHarness
-from tests.pgcluster import PgCluster, pg_skip_reason, ulogd_schema_sql
+from tests.pgcluster import ulogd_schema_sql
 
 _counter = itertools.count()
-
-
-@pytest.fixture(scope="session")
-def pg() -> Iterator[PgCluster]:
-    reason = pg_skip_reason()
-    if reason:
-        pytest.skip(reason)
-    with PgCluster() as cluster:
-        yield cluster
 
 
 @pytest.fixture(scope="session")

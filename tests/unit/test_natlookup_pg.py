@@ -9,12 +9,11 @@ same history read as JSON, and the query must be served by the lookup index.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.pgcluster import PgCluster, pg_skip_reason, ulogd_schema_sql
+from tests.pgcluster import PgCluster, ulogd_schema_sql
 from tests.unit.test_natlookup import PUB, T0, nfct_line
 from tests.unit.test_natlookup_sources import CT_COLUMNS, QUERIES, history, row_of, summary
 from ulogpy.natlookup.cli import main
@@ -23,15 +22,6 @@ from ulogpy.natlookup.flows import Query, rank
 from ulogpy.natlookup.jsonlog import JsonSource
 from ulogpy.natlookup.sources import parse_source
 from ulogpy.natlookup.sql import POSTGRESQL, index_sql, lookup_sql
-
-
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PgCluster]:
-    reason = pg_skip_reason()
-    if reason:
-        pytest.skip(reason)
-    with PgCluster() as cluster:
-        yield cluster
 
 
 def uri(pg: PgCluster, db: str, **query: str) -> str:
