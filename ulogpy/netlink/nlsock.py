@@ -234,8 +234,8 @@ def request_ack(
 #: The socket receive buffer inputs ask for when the configuration sets no size and no
 #: maximum (ulogd then keeps the kernel's ~200 KB), and how far overruns may grow it: a
 #: conntrack flush or a packet flood queues tens of MB before a reader catches up.
-DEFAULT_RCVBUF = 64 << 20
-DEFAULT_RCVBUF_MAX = 512 << 20
+DEFAULT_RCVBUF = 128 << 20
+DEFAULT_RCVBUF_MAX = 1 << 30
 
 
 def default_rcvbuf(size: int, maxsize: int) -> tuple[int, int]:
