@@ -1,12 +1,13 @@
 """Buffered append-only text files for the file outputs (LOGEMU, JSON, ...).
 
-Lines are collected in memory and written with one `write()` per batch on
-an O_APPEND descriptor, so two writers of one file never split each other's
-lines.  With `sync` (ulogd: flush after every line) each batch of events
-reaches the kernel before the next read; without it lines wait until
-`LAZY_LINES` are pending or the runner's one-second tick.  Write errors
-(disk full, I/O error) are counted and reported, never silent; the lines of
-a failed batch are kept and retried on the next flush, up to a bound.
+Lines are collected in memory and written with one `write()` per block of
+whole lines (`WRITE_LINES`) on an O_APPEND descriptor, so two writers of one
+file never split each other's lines.  With `sync` (ulogd: flush after every
+line) each batch of events reaches the kernel before the next read; without
+it lines wait until `LAZY_LINES` are pending or the runner's one-second
+tick.  Write errors (disk full, I/O error) are counted and reported, never
+silent; the lines not yet written are kept and retried on the next flush, up
+to a bound.
 """
 
 from __future__ import annotations
@@ -20,6 +21,11 @@ log = logging.getLogger("ulogpy.filesink")
 #: Lines kept for retry while the file cannot be written; beyond that they are dropped (counted).
 MAX_PENDING_LINES = 100_000
 LAZY_LINES = 256
+#: Lines joined into one `write()`.  Why not all of them: the joined text and its
+#: encoding would pass glibc's mmap and trim thresholds (128 KiB) with long lines, and
+#: then every flush pays an mmap or a brk and page faults for them (measured: 190 µs
+#: for 256 JSON lines at once, 14 µs in blocks of 64).
+WRITE_LINES = 64
 
 
 class FileSink:
@@ -37,6 +43,11 @@ class FileSink:
         #: Queue one line (ends with "\n"); it reaches the file at the next flush.
         self.write_line = self.pending.append
         self.fd: int | None = None
+
+    @property
+    def lazy_lines(self) -> int:
+        """Lines kept in memory before a write (outside the tick): 1 with `sync`."""
+        return 1 if self.sync else LAZY_LINES
 
     def open(self) -> None:
         """Open for appending (creating missing directories); raises OSError with the reason."""
@@ -64,12 +75,17 @@ class FileSink:
             return
         if not (self.sync or force) and len(self.pending) < LAZY_LINES:
             return
-        data = "".join(self.pending).encode("utf-8", "surrogateescape")
+        pending = self.pending
+        start = 0
         try:
-            written = os.write(self.fd, data)
-            while written < len(data):
-                written += os.write(self.fd, data[written:])
+            for start in range(0, len(pending), WRITE_LINES):
+                data = "".join(pending[start:start + WRITE_LINES]).encode(
+                    "utf-8", "surrogateescape")
+                written = os.write(self.fd, data)
+                while written < len(data):
+                    written += os.write(self.fd, data[written:])
         except OSError as exc:
+            del pending[:start]  # the lines before the failed write are in the file
             self.counters.add("write_errors")
             if self.counters.get("write_errors") in (1, 10, 100, 1000):
                 log.error("%s: cannot write %s: %s (%d lines pending)", self.owner, self.path,

@@ -75,22 +75,53 @@ def _c_int(value: int) -> int:
     return value - (1 << 32) if value >= 1 << 31 else value
 
 
-class Counters:
-    """Per-instance counters owned by the runner; plugins only increment."""
+class Tally:
+    """One counter bumped on the per-event path: `tally.n += 1` is a plain attribute
+    store, where `Counters.add` is a method call and a dict update."""
 
-    __slots__ = ("values",)
+    __slots__ = ("n",)
+
+    def __init__(self) -> None:
+        self.n = 0
+
+
+class Counters:
+    """Per-instance counters owned by the runner; plugins only increment.
+
+    `add` for what is rare (errors, drops); `tally(name)` for what happens per
+    event: its count joins the others whenever they are read.
+    """
+
+    __slots__ = ("values", "_tallies")
 
     def __init__(self) -> None:
         self.values: dict[str, int] = {}
+        self._tallies: dict[str, Tally] = {}
 
     def add(self, name: str, amount: int = 1) -> None:
         self.values[name] = self.values.get(name, 0) + amount
 
+    def tally(self, name: str) -> Tally:
+        """The per-event counter `name` (the same one for every caller)."""
+        found = self._tallies.get(name)
+        if found is None:
+            found = self._tallies[name] = Tally()
+        return found
+
     def get(self, name: str) -> int:
-        return self.values.get(name, 0)
+        tally = self._tallies.get(name)
+        return self.values.get(name, 0) + (tally.n if tally is not None else 0)
+
+    def snapshot(self) -> dict[str, int]:
+        """Every counter that is not zero-and-never-added, by name."""
+        merged = dict(self.values)
+        for name, tally in self._tallies.items():
+            if tally.n:
+                merged[name] = merged.get(name, 0) + tally.n
+        return merged
 
     def __str__(self) -> str:
-        return " ".join(f"{k}={v}" for k, v in sorted(self.values.items())) or "idle"
+        return " ".join(f"{k}={v}" for k, v in sorted(self.snapshot().items())) or "idle"
 
 
 class Plugin:

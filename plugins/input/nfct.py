@@ -22,6 +22,7 @@ from __future__ import annotations
 import errno
 import logging
 import signal
+import struct
 import time
 
 from ulogpy.ctfilter import FlowFilter, check_networks, check_protocols
@@ -36,6 +37,8 @@ log = logging.getLogger("ulogpy.nfct")
 READS_PER_WAKEUP = 256
 RECV_BUFSIZE = 65536
 NEW, UPDATE, DESTROY = ct.EVENT_NEW, ct.EVENT_UPDATE, ct.EVENT_DESTROY
+#: nlmsg_len of the first message of a datagram.
+_MSG_LEN = struct.Struct("=I").unpack_from
 #: What event mode remembers of a live flow, to report its DESTROY if that is lost.
 _FLOW_KEYS = (
     "orig.ip.saddr", "orig.ip.daddr", "orig.ip.protocol", "orig.l4.sport", "orig.l4.dport",
@@ -44,6 +47,13 @@ _FLOW_KEYS = (
     "oob.protocol",
 )
 _ID = _FLOW_KEYS.index("ct.id")
+
+
+def _flow_values(message: bytes) -> tuple:
+    """The `_FLOW_KEYS` values of a conntrack message `alive` kept (None: absent)."""
+    event = ct.decode_ct(message)
+    values = event.values if event is not None else {}
+    return tuple(map(values.get, _FLOW_KEYS))
 
 
 def _check_mask(value: int) -> str | None:
@@ -112,8 +122,10 @@ class NFCT(InputPlugin):
         self.hash_on = bool(cfg.hash_enable)
         #: tuple key -> (start sec, start usec, latest keys) of flows seen alive.
         self.flows: dict[object, tuple[int, int, dict]] = {}
-        #: Event mode with NEW and DESTROY: tuple key -> (start sec, start usec, the
-        #: `_FLOW_KEYS` values) of the flows seen starting, for the resync after an overrun.
+        #: Event mode with NEW and DESTROY: tuple key -> (start sec, start usec, the raw
+        #: NEW message) of the flows seen starting, for the resync after an overrun.  The
+        #: message is kept as it came (no copy): picking its `_FLOW_KEYS` values out costs
+        #: more, per NEW event, than decoding it again on the rare resync.
         self.alive: dict[bytes, tuple] | None = None
         if not self.hash_on and not cfg.pollinterval and cfg.event_mask & 5 == 5:
             self.alive = {}
@@ -192,6 +204,9 @@ class NFCT(InputPlugin):
                 log.error("%s: reading the ctnetlink socket failed: %s", self.id, exc)
                 return
             try:
+                if len(data) >= 4 and _MSG_LEN(data)[0] == len(data):
+                    handle(data, 0, len(data))  # an event datagram holds one message
+                    continue
                 for offset, length, *_ in messages(data):
                     handle(data, offset, length)
             except MalformedMessage:
@@ -215,22 +230,25 @@ class NFCT(InputPlugin):
         if self.hash_on:
             self._hash_event(kind, event, record)
         elif kind == NEW:
+            # _ns_split written out: this runs for every event
             record["ct.event"] = NEW
-            sec, usec = _ns_split(event.start_ns or time.time_ns())
-            record["flow.start.sec"] = sec
-            record["flow.start.usec"] = usec
+            ns = event.start_ns or time.time_ns()
+            record["flow.start.sec"] = sec = ns // 1_000_000_000
+            record["flow.start.usec"] = usec = ns // 1000 % 1_000_000
             if self.alive is not None:
-                self.alive[event.tuple_key] = (sec, usec, tuple(map(record.get, _FLOW_KEYS)))
+                self.alive[event.tuple_key] = (sec, usec, record["ct"])
             self.emit(record)
         elif kind == DESTROY:
             if self.alive is not None:
                 self.alive.pop(event.tuple_key, None)
             record["ct.event"] = DESTROY
-            if event.start_ns:
-                record["flow.start.sec"], record["flow.start.usec"] = _ns_split(event.start_ns)
-            sec, usec = _ns_split(event.stop_ns or time.time_ns())
-            record["flow.end.sec"] = sec
-            record["flow.end.usec"] = usec
+            ns = event.start_ns
+            if ns:
+                record["flow.start.sec"] = ns // 1_000_000_000
+                record["flow.start.usec"] = ns // 1000 % 1_000_000
+            ns = event.stop_ns or time.time_ns()
+            record["flow.end.sec"] = ns // 1_000_000_000
+            record["flow.end.usec"] = ns // 1000 % 1_000_000
             self.emit(record)
         else:
             self.counters.add("updates_ignored")
@@ -303,7 +321,7 @@ class NFCT(InputPlugin):
         for key, event in now.items():
             known = alive.get(key)
             if known is not None:
-                if known[2][_ID] == event.values.get("ct.id"):
+                if _flow_values(known[2])[_ID] == event.values.get("ct.id"):
                     continue  # the same connection, already reported
                 # the tuple was reused by a new connection: the old one ended unseen
                 self._emit_lost_destroy(alive.pop(key), end_sec, end_usec)
@@ -311,14 +329,15 @@ class NFCT(InputPlugin):
             sec, usec = _ns_split(event.start_ns or time.time_ns())
             record.update({"ct.event": NEW, "flow.start.sec": sec, "flow.start.usec": usec,
                            "ct.resync": 1})
-            alive[key] = (sec, usec, tuple(map(record.get, _FLOW_KEYS)))
+            alive[key] = (sec, usec, record["ct"])
             self.counters.add("resync_new")
             self.emit(record)
         for key in [k for k in alive if k not in now]:
             self._emit_lost_destroy(alive.pop(key), end_sec, end_usec)
 
     def _emit_lost_destroy(self, flow: tuple, end_sec: int, end_usec: int) -> None:
-        start_sec, start_usec, values = flow
+        start_sec, start_usec, message = flow
+        values = _flow_values(message)
         record = {k: v for k, v in zip(_FLOW_KEYS, values, strict=True) if v is not None}
         record.update({"ct.event": DESTROY, "flow.start.sec": start_sec,
                        "flow.start.usec": start_usec, "flow.end.sec": end_sec,

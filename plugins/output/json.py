@@ -5,6 +5,11 @@ the stack in stack order, once, under its CIM name where it has one
 (`src_ip`, `dest_port`, ...).  Binary addresses and raw data are left out,
 as ulogd leaves them out.
 
+Each line comes from a function generated for the record's key set the first
+time that set comes (`compile_render`); records with strings to escape, odd
+value types, or too many key sets take the generic field-by-field way, which
+writes the same bytes.
+
 `mode` picks where records go: a file (`ulogpy.filesink`), or a tcp, udp or
 unix stream socket (`ulogpy.socketsink`).  The bytes are the same either
 way.  File mode writes from a thread of its own behind the output queue
@@ -21,9 +26,11 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Callable
+from operator import itemgetter
 
 from ulogpy.fileoutput import FileOutput
-from ulogpy.jsontext import json_string, key_prefix
+from ulogpy.jsontext import fstring_literal, json_string, key_prefix, needs_escape
 from ulogpy.keys import KeyType
 from ulogpy.outqueue import QUEUE_OPTIONS
 from ulogpy.ownlog import NOTICE
@@ -44,18 +51,67 @@ def _label(value: int) -> str:
     return '"allowed"' if value else '"blocked"'
 
 
-def local_timestamp(sec: int, usec: int | None) -> str:
-    """ulogd's JSON time: local time, `.usec` if known, `+HHMM` unless the offset is 0."""
+def local_time_parts(sec: int) -> tuple[str, str]:
+    """ulogd's JSON time of `sec` in two parts, `.usec` going between them when known:
+    the local time, and `+HHMM` unless the offset is 0."""
     lt = time.localtime(sec)
-    text = time.strftime("%Y-%m-%dT%H:%M:%S", lt)
-    if usec is not None:
-        text += f".{usec:06d}"
     off = lt.tm_gmtoff
-    if off:
-        sign = "+" if off > 0 else "-"
-        off = abs(off) // 60
-        text += f"{sign}{off // 60:02d}{off % 60:02d}"
-    return text
+    if not off:
+        return time.strftime("%Y-%m-%dT%H:%M:%S", lt), ""
+    sign = "+" if off > 0 else "-"
+    off = abs(off) // 60
+    return time.strftime("%Y-%m-%dT%H:%M:%S", lt), f"{sign}{off // 60:02d}{off % 60:02d}"
+
+
+#: ``render(record, quoted timestamp) -> line``, or None when a string value has
+#: something to escape (the caller then builds the line the generic way).
+Render = Callable[[dict, str], "str | None"]
+#: Key sets a JSON instance compiles a render function for; others take the generic way.
+MAX_RENDERS = 256
+
+
+def compile_render(head: list[str], ts_prefix: str | None, dvc: str,
+                   chosen: list[tuple[str, str, bool]]) -> Render:
+    """Generate the render function of one key set.
+
+    Why: a stack gives up to a hundred keys of which a record holds a third, and
+    which third depends on the kind of event.  One function per key set (made the
+    first time a record with that set comes) takes the values in one `itemgetter`
+    call and joins them in one f-string, instead of a look-up and a concatenation per
+    field of the stack.  `chosen` lists (JSON key prefix, record key, is a string).
+    String values go in unescaped after one check that none needs escaping; a record
+    that fails it gets None, and the caller builds its line the generic way.  (Records
+    never hold None: an absent key is an invalid one.)
+    """
+    if ts_prefix is not None:
+        text = fstring_literal("{" + ", ".join([*head, ts_prefix])) + "{ts}" + \
+            fstring_literal(", " + dvc)
+    else:
+        text = fstring_literal("{" + ", ".join([*head, dvc]))
+    strings = []
+    for i, (prefix, _key, is_string) in enumerate(chosen):
+        if is_string:
+            value = f'"{{_{i}}}"'
+            strings.append(f"_{i}")
+        else:
+            value = f"{{_{i}}}"
+        text += fstring_literal(", " + prefix) + value
+    lines = ["def render(record, ts):"]
+    if chosen:
+        lines.append(f"    {', '.join(f'_{i}' for i in range(len(chosen)))}, = _take(record)")
+    if strings:  # (joined, not formatted: a value that is no str must raise TypeError)
+        text_of = strings[0] if len(strings) == 1 else f"_join(({', '.join(strings)},))"
+        lines.append(f"    if _needs_escape({text_of}) is not None:")
+        lines.append("        return None")
+    lines.append(f"    return f'{text}}}}}\\n'")
+    names = [key for _prefix, key, _is_string in chosen]
+    if len(names) > 1:
+        take = itemgetter(*names)
+    else:
+        take = (lambda record, key=names[0]: (record[key],)) if names else (lambda record: ())
+    scope = {"_take": take, "_needs_escape": needs_escape, "_join": "".join}
+    exec(compile("\n".join(lines) + "\n", "<JSON render>", "exec"), scope)
+    return scope["render"]
 
 
 class JSON(FileOutput):
@@ -127,8 +183,11 @@ class JSON(FileOutput):
             (prefix, render, names[0], tuple(names[1:]))
             for prefix, render, names in fields.values()
         )
-        self._stamp_sec = -1
-        self._stamp = ""
+        #: boolean_label's renderer is not a plain str or JSON string: generic lines only.
+        self.custom_render = any(f[1] not in (str, json_string) for f in self.fields)
+        self._renders: dict[tuple, Render] = {}
+        self._fallback: Render = lambda record, ts: None
+        self._stamps: dict[int, tuple[str, str, str]] = {}
 
     def start(self, loop) -> None:
         if self.socket is not None:
@@ -137,10 +196,22 @@ class JSON(FileOutput):
             super().start(loop)
 
     def write(self, record: dict) -> None:
+        render = self._renders.get(tuple(record))
+        if render is None:
+            render = self._compile(record)
+        ts = self._timestamp(record) if self.ts_prefix is not None else ""
+        try:
+            line = render(record, ts)
+        except TypeError:  # a string key holding no str: the generic way decides
+            line = None
+        self.out(line if line is not None else self._generic(record))
+
+    def _generic(self, record: dict) -> str:
+        """The line built field by field: strings to escape, boolean_label, odd key sets."""
         parts = list(self.head)
         get = record.get
         if self.ts_prefix is not None:
-            parts.append(self.ts_prefix + self._timestamp(get))
+            parts.append(self.ts_prefix + self._timestamp(record))
         parts.append(self.dvc)
         append = parts.append
         for prefix, render, name, others in self.fields:
@@ -151,19 +222,45 @@ class JSON(FileOutput):
                     value = v
             if value is not None:
                 append(prefix + render(value))
-        self.out("{" + ", ".join(parts) + "}\n")
+        return "{" + ", ".join(parts) + "}\n"
 
-    def _timestamp(self, get) -> str:
-        """The quoted time: the packet's if the stack gives one, else now (cached per second)."""
-        sec = get("oob.time.sec") if self.time_bound else None
+    def _compile(self, record: dict) -> Render:
+        """The render function of the key set of `record` (see `Render`), remembered."""
+        if len(self._renders) >= MAX_RENDERS or self.custom_render:
+            return self._fallback
+        present = set(record)
+        chosen: list[tuple[str, str, bool]] = []  # (prefix, key, is a string)
+        for prefix, render, name, others in self.fields:
+            key = name if name in present else None
+            for other in others:
+                if other in present:
+                    key = other
+            if key is not None:
+                chosen.append((prefix, key, render is json_string))
+        render = compile_render(self.head, self.ts_prefix, self.dvc, chosen)
+        self._renders[tuple(record)] = render
+        return render
+
+    def _timestamp(self, record: dict) -> str:
+        """The quoted time: the packet's if the stack gives one, else now."""
+        sec = record.get("oob.time.sec") if self.time_bound else None
         if sec is None:
             sec = int(time.time())
-        elif self.usec_bound and (usec := get("oob.time.usec")) is not None:
-            return '"' + local_timestamp(sec, usec) + '"'
-        if sec != self._stamp_sec:
-            self._stamp_sec = sec
-            self._stamp = '"' + local_timestamp(sec, None) + '"'
-        return self._stamp
+        stamp = self._stamps.get(sec)
+        if stamp is None:
+            stamp = self._stamp(sec)
+        if self.usec_bound and (usec := record.get("oob.time.usec")) is not None:
+            return f'"{stamp[0]}.{usec:06d}{stamp[1]}"'
+        return stamp[2]
+
+    def _stamp(self, sec: int) -> tuple[str, str, str]:
+        """(local time, offset, the two quoted) of `sec`, remembered: packets of one batch
+        share a second or two, and `localtime` + `strftime` cost more than the rest."""
+        if len(self._stamps) >= 64:
+            self._stamps.clear()
+        date, offset = local_time_parts(sec)
+        stamp = self._stamps[sec] = (date, offset, f'"{date}{offset}"')
+        return stamp
 
     def flush(self, force: bool = False) -> None:
         if self.socket is not None:

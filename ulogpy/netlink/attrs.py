@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 NLA_F_NESTED = 0x8000
 NLA_F_NET_BYTEORDER = 0x4000
@@ -208,6 +208,89 @@ def walk(buf: bytes, start: int, end: int, table: Table, out: dict[str, Any]) ->
             pos += (alen + 3) & ~3
     except struct.error:
         raise MalformedMessage(f"attribute header truncated at {pos}") from None
+
+
+class MessageShape(NamedTuple):
+    """Where the values of one message layout are (see `message_shape`).
+
+    `mask` / `image`: the attribute area as a little-endian integer, masked, must
+    equal `image` for another message to have this shape.  `unpack(buf, start)`
+    reads every value at once; `stores` lists, in walk order, (output name, index
+    of its value in what `unpack` returns) or (output name, (start, end)) for a
+    NESTED_RAW attribute's bytes, both relative to the area's start.
+    """
+
+    mask: int
+    image: int
+    unpack: Any
+    stores: list[tuple[str, int | tuple[int, int]]]
+
+
+def message_shape(buf: bytes, start: int, end: int, table: Table,
+                  pin: frozenset[str] = frozenset()) -> MessageShape | None:
+    """The shape of the (well-formed) attributes in ``buf[start:end]``.
+
+    Why: `Layout` saves the per-attribute loop inside one nest; a whole message of
+    one kind (a UDP flow's DESTROY, say) has the same attributes with the same
+    lengths every time, so all of it can be matched and unpacked at once.  The
+    shape pins every attribute header at every depth, and the payloads of the
+    leaves named in `pin` (values the caller's validity rules depend on); any
+    message that matches walks exactly like this one, so `walk` would store the
+    same names from the same offsets.  None when the area cannot be described
+    (a host-order number) or is malformed.
+    """
+    mask = bytearray(end - start)
+    fmt = [">"]
+    stores: list[tuple[str, int | tuple[int, int]]] = []
+    cursor = 0  # bytes of the area covered by `fmt` so far
+    values = 0
+
+    def read(rel: int, code: str, size: int, name: str) -> None:
+        nonlocal cursor, values
+        if rel > cursor:
+            fmt.append(f"{rel - cursor}x")
+        fmt.append(code)
+        cursor = rel + size
+        stores.append((name, values))
+        values += 1
+        if name in pin:
+            mask[rel:rel + size] = b"\xff" * size
+
+    def visit(pos: int, stop: int, tab: Table) -> None:
+        while pos < stop:
+            if stop - pos < NLA_HDRLEN:
+                raise MalformedMessage("attribute header truncated")
+            alen, atype = _HDR(buf, pos)
+            nxt = pos + alen
+            if alen < NLA_HDRLEN or nxt > stop:
+                raise MalformedMessage(f"bad attribute length {alen}")
+            rel = pos - start
+            mask[rel:rel + NLA_HDRLEN] = b"\xff" * NLA_HDRLEN
+            ent = tab.get(atype & NLA_TYPE_MASK)
+            if ent is not None:
+                kind, name, sub, size, code = ent
+                if kind == SCALAR:
+                    if code[0] in "=<" or alen - NLA_HDRLEN < size:
+                        raise ValueError(f"attribute {name} cannot be in a shape")
+                    read(rel + NLA_HDRLEN, code.lstrip(">"), size, name)
+                elif kind == BYTES:
+                    if alen - NLA_HDRLEN != size:
+                        raise MalformedMessage(f"attribute {name} has length {alen - 4}")
+                    read(rel + NLA_HDRLEN, code, size, name)
+                elif kind in (NESTED, NESTED_RAW):
+                    if kind == NESTED_RAW:
+                        stores.append((name, (rel, nxt - start)))
+                    visit(pos + NLA_HDRLEN, nxt, sub)
+            pos += (alen + 3) & ~3
+
+    try:
+        visit(start, end, table)
+    except (MalformedMessage, ValueError, struct.error):
+        return None
+    unpack = struct.Struct("".join(fmt)).unpack_from
+    mask_int = int.from_bytes(mask, "little")
+    image = int.from_bytes(buf[start:end], "little") & mask_int
+    return MessageShape(mask_int, image, unpack, stores)
 
 
 def iter_attrs(buf: bytes, start: int, end: int) -> Iterator[tuple[int, int, int, int]]:

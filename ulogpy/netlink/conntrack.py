@@ -28,6 +28,7 @@ from ulogpy.netlink.attrs import (
     be16,
     be32,
     be64,
+    message_shape,
     nested,
     nested_raw,
     raw_bytes,
@@ -345,6 +346,21 @@ def decode_ct(
     else:
         return None
     family = buf[offset + 16]
+    shapes = _SHAPES.get(mlen << 8 | family)
+    if shapes is not None:
+        img = int.from_bytes(buf[offset + _MIN_LEN : offset + mlen], "little")
+        for mask, image, fill in shapes:
+            if img & mask == image:
+                return fill(buf, offset + _MIN_LEN, event, mtype & 0xFF, mflags)
+    ev = _decode_walk(buf, offset, mlen, event, mtype, mflags, family)
+    if _learning[0] > 0:
+        _learn(buf, offset, mlen, ev)
+    return ev
+
+
+def _decode_walk(buf: bytes, offset: int, mlen: int, event: int, mtype: int, mflags: int,
+                 family: int) -> CtEvent:
+    """The generic way: the table walker, then ulogd's validity rules."""
     v = _ALWAYS.copy()
     v["oob.family"] = family
     walk(buf, offset + _MIN_LEN, offset + mlen, CT_TABLE, v)
@@ -393,6 +409,102 @@ def decode_ct(
         t6,
         c6,
     )
+
+
+# ------------------------------------------------------------------ shapes (fast path)
+#
+# Why: the walker costs about half a microsecond per attribute and a DESTROY has
+# some thirty, nested.  But the kernel sends every conntrack of one kind (family,
+# protocol, which extensions are on) in one shape: the same attributes in the same
+# order with the same lengths, only the values differ.  So the shapes of the messages
+# the walker decoded are learnt (`attrs.message_shape`, the protocol numbers pinned
+# since ulogd's validity rules depend on them) and a function generated for each that
+# unpacks all values with one `struct` call and builds the record in one expression.
+# A message that matches gives exactly what the walker gives (`reset_shapes(False)`
+# turns the fast path off, to compare both); anything else takes the walker.
+
+#: Values the validity rules read: part of a shape, not only of its values.
+_PINNED = frozenset({"orig.ip.protocol", "reply.ip.protocol"})
+#: Shapes learnt at most, and learning attempts at most (odd traffic cannot cost forever).
+MAX_SHAPES = 64
+#: (nlmsg_len << 8 | family) -> [(mask, image, fill(buf, start, event, mtype, mflags))]
+_SHAPES: dict[int, list[tuple[int, int, Any]]] = {}
+#: [learning attempts left, shapes left]; a list so the hot path reads one global.
+_learning = [4 * MAX_SHAPES, MAX_SHAPES]
+#: CtEvent fields taken from walker outputs that are not ulogd keys, with their defaults.
+_EXTRAS = (
+    ("start_ns", _X_START, None), ("stop_ns", _X_STOP, None), ("event_ns", _X_EVENT_TS, None),
+    ("zone", _X_ZONE, 0), ("status", _X_STATUS, None), ("icmp_id", _X_ICMP_ID, None),
+    ("icmpv6_type", _X_ICMPV6_TYPE, None), ("icmpv6_code", _X_ICMPV6_CODE, None),
+)
+
+
+def reset_shapes(enabled: bool = True) -> None:
+    """Forget the learnt shapes (tests use this to compare both paths)."""
+    _SHAPES.clear()
+    _learning[:] = [4 * MAX_SHAPES, MAX_SHAPES] if enabled else [0, 0]
+
+
+def _learn(buf: bytes, offset: int, mlen: int, ev: CtEvent) -> None:
+    _learning[0] -= 1
+    fill = compile_fill(buf, offset, mlen, ev)
+    if fill is None:
+        return
+    mask, image, func = fill
+    known = _SHAPES.setdefault(mlen << 8 | ev.family, [])
+    if all((m, i) != (mask, image) for m, i, _f in known):
+        known.append((mask, image, func))
+        _learning[1] -= 1
+        if _learning[1] <= 0:
+            _learning[0] = 0
+
+
+def compile_fill(buf: bytes, offset: int, mlen: int, ev: CtEvent) -> tuple[int, int, Any] | None:
+    """(mask, image, fill) for the shape of the message the walker decoded into `ev`.
+
+    `fill(buf, start, event, mtype, mflags)` returns the `CtEvent` the walker would.
+    Which ulogd keys survive the validity rules depends only on what the shape pins
+    (family, protocol numbers), so they are read off `ev`: a key the walker stored
+    is taken from the message, any other key of `ev` is a constant (`_ALWAYS`,
+    `oob.family`).
+    """
+    shape = message_shape(buf, offset + _MIN_LEN, offset + mlen, CT_TABLE, _PINNED)
+    if shape is None:
+        return None
+    source: dict[str, str] = {}  # output name -> expression (the last store wins)
+    for name, where in shape.stores:
+        if isinstance(where, tuple):
+            source[name] = f"buf[start + {where[0]}:start + {where[1]}]"
+        else:
+            source[name] = f"_{where}"
+    items = []
+    for key, value in ev.values.items():
+        if key in source:
+            items.append(f"{key!r}: {source[key]}")
+        elif type(value) is int:
+            items.append(f"{key!r}: {value!r}")
+        else:
+            return None
+    extras = {attr: source.get(name, repr(default)) for attr, name, default in _EXTRAS}
+    orig = source.get(_X_ORIG, "b''")
+    reply = source.get(_X_REPLY, "b''")
+    count = sum(1 for _name, where in shape.stores if not isinstance(where, tuple))
+    lines = ["def fill(buf, start, event, mtype, mflags):"]
+    if count:
+        lines.append(f"    {', '.join(f'_{i}' for i in range(count))}, = _unpack(buf, start)")
+    lines += [
+        f"    zone = {extras['zone']}",
+        f"    key = {orig} + {reply}",
+        "    if zone:",
+        "        key += _ZONE(zone)",
+        f"    return _CtEvent(event, mtype, mflags, {ev.family}, {{{', '.join(items)}}},",
+        f"                    {extras['start_ns']}, {extras['stop_ns']}, {extras['event_ns']},",
+        f"                    key, zone, {extras['status']}, {extras['icmp_id']},",
+        f"                    {extras['icmpv6_type']}, {extras['icmpv6_code']})",
+    ]
+    scope: dict[str, Any] = {"_unpack": shape.unpack, "_ZONE": _ZONE, "_CtEvent": CtEvent}
+    exec(compile("\n".join(lines) + "\n", "<conntrack shape>", "exec"), scope)
+    return shape.mask, shape.image, scope["fill"]
 
 
 def build_dump_request(seq: int, family: int = 0, zero_counters: bool = False) -> bytes:

@@ -1,0 +1,328 @@
+#!/usr/bin/env python3
+"""Where the CPU of one event goes, stage by stage, on recorded kernel messages.
+
+    .venv/bin/python scripts/profile_path.py [nfct|nflog ...] [--seconds 1] [--cprofile]
+
+Builds the stacks `scripts/bench` runs (NFCT -> IP2STR -> JSON and NFLOG ->
+BASE -> IFINDEX -> IP2STR -> HWHDR -> JSON) from a ulogd.conf, as the daemon
+does, and feeds them the messages recorded from the kernel in
+tests/fixtures/ (no sockets, no namespaces: only the per-event Python code).
+Prints CPU microseconds per event for each stage:
+
+* decode (codec): the netlink codec alone (`decode_ct` / `decode_packet`);
+* input plugin, rest: the input's per-message handling beyond the codec
+  (`_handle` / `_datagram`), `emit` a no-op;
+* one line per filter (`interp` on a fresh copy of its input record, the copy
+  itself subtracted);
+* runner + queue hand-over: `emit` -> generated chain -> output queue ->
+  hand-over per batch -> writer thread, with filters and output made no-ops;
+* JSON render: the output's `write` (the line is built and queued in memory);
+* file write: the file sink's `flush` (joined and written in blocks);
+* the sum of these, and the whole path in one go (input -> runner -> filters ->
+  queue -> writer thread -> file, hand-over every 256 events, process CPU of
+  both threads), which also pays what the stages miss (records living until
+  the writer gets them, the garbage collector).
+
+Stage figures are the best of five runs (the machine is shared).  The live
+figures (syscalls, wake-ups, the real ulogd beside) come from `scripts/bench`;
+this script says which stage to work on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.fixtures.recorded import load_records  # noqa: E402
+from ulogpy.config.load import load_config  # noqa: E402
+from ulogpy.ifnames import InterfaceNames  # noqa: E402
+from ulogpy.netlink import conntrack as ct  # noqa: E402
+from ulogpy.netlink import nflog, nlsock  # noqa: E402
+from ulogpy.runner import Runner  # noqa: E402
+from ulogpy.stack import Pipeline, build_pipeline  # noqa: E402
+
+FIXTURES = ROOT / "tests" / "fixtures"
+#: The configurations of scripts/bench, minus the socket options.
+CONFS = {
+    "nfct": """\
+[global]
+stack=ct1:NFCT,ip2str1:IP2STR,json1:JSON
+[ct1]
+hash_enable=0
+event_mask=5
+[json1]
+file="{d}/out.json"
+""",
+    "nflog": """\
+[global]
+stack=log1:NFLOG,base1:BASE,ifi1:IFINDEX,ip2str1:IP2STR,mac2str1:HWHDR,json1:JSON
+[log1]
+group=10
+[json1]
+file="{d}/out.json"
+""",
+}
+
+
+def per_item(fn: Callable[[object], object], items: list, seconds: float,
+             repeats: int = 5) -> float:
+    """CPU microseconds per call of `fn` over `items`: the best of `repeats` runs of
+    about `seconds` / `repeats` each (the machine is shared: the best is the least
+    disturbed)."""
+    best = float("inf")
+    for _ in range(repeats):
+        n = 0
+        start = time.process_time()
+        while True:
+            for item in items:
+                fn(item)
+            n += len(items)
+            spent = time.process_time() - start
+            if spent >= seconds / repeats:
+                break
+        best = min(best, spent / n * 1e6)
+    return best
+
+
+def build(scenario: str, tmp: Path) -> Pipeline:
+    conf = tmp / "ulogd.conf"
+    conf.write_text(CONFS[scenario].format(d=tmp))
+    pipeline = build_pipeline(load_config(str(conf)))
+    for out in pipeline.outputs:
+        out.start(None)
+    for stack in pipeline.stacks:  # IFINDEX: the recorded interfaces, no rtnetlink
+        for filt in stack.filters:
+            if hasattr(filt, "cache"):
+                filt.cache = InterfaceNames({1: "lo", 2: "r0", 3: "r1"})
+    return pipeline
+
+
+def nfct_messages() -> list[tuple[bytes, int, int]]:
+    """Every recorded NEW and DESTROY event message (what the bench's stack logs)."""
+    out = []
+    for rec in load_records(FIXTURES / "conntrack"):
+        if rec["kind"] != "event":
+            continue
+        data = rec["data"]
+        for off, length, *_ in nlsock.iter_messages(data):
+            event = ct.decode_ct(data, off, length)
+            if event is not None and event.event in (ct.EVENT_NEW, ct.EVENT_DESTROY):
+                out.append((data, off, length))
+    return out
+
+
+def nflog_datagrams() -> list[bytes]:
+    """One datagram per recorded IPv4/IPv6 packet message."""
+    out = []
+    for rec in load_records(FIXTURES / "nflog"):
+        if rec["kind"] != "data":
+            continue
+        data = rec["data"]
+        for off, length, *_ in nlsock.iter_messages(data):
+            values = nflog.decode_packet(data, off, length, {})
+            if values is not None and values["oob.family"] in (2, 10):
+                out.append(data[off:off + length])
+    return out
+
+
+class Collect:
+    """An `emit` that keeps the records (to feed the next stage)."""
+
+    def __init__(self) -> None:
+        self.records: list[dict] = []
+
+    def __call__(self, record: dict) -> None:
+        self.records.append(record)
+
+
+def stages(scenario: str, seconds: float) -> list[tuple[str, float]]:
+    """(stage, µs per event) rows; see the module docstring."""
+    with tempfile.TemporaryDirectory() as tmpdir:
+        pipeline = build(scenario, Path(tmpdir))
+        inp = pipeline.inputs[0]
+        stack = pipeline.stacks[0]
+        rows: list[tuple[str, float]] = []
+        if scenario == "nfct":
+            feed = [bytes(d[o:o + n]) for d, o, n in nfct_messages()]  # as recv gives them
+            decode = per_item(lambda d: ct.decode_ct(d, 0, len(d)), feed, seconds)
+            handle = inp._handle
+
+            def feed_one(d: bytes) -> None:
+                handle(d, 0, len(d))
+        else:
+            feed = nflog_datagrams()
+            base = inp.base
+            decode = per_item(lambda d: nflog.decode_packet(d, 0, len(d), base), feed, seconds)
+            feed_one = inp._datagram
+        rows.append(("decode (codec)", decode))
+        inp.emit = lambda record: None
+        rows.append(("input plugin, rest", per_item(feed_one, feed, seconds) - decode))
+        collect = Collect()
+        inp.emit = collect
+        for item in feed:
+            feed_one(item)
+        records = collect.records
+        copy = per_item(dict, records, seconds / 2)
+        for filt in stack.filters:
+            interp = filt.interp
+            cost = per_item(lambda r, interp=interp: interp(dict(r)), records, seconds) - copy
+            rows.append((f"filter {filt}", cost))
+            records = [dict(r) for r in records]
+            for r in records:
+                interp(r)
+        rows.append(("runner + queue hand-over", hand_over(pipeline, records, seconds)))
+        out = stack.output
+        sink = out.sink
+        pending = sink.pending
+        write = out.write
+
+        def render(record: dict) -> None:
+            write(record)
+            if len(pending) >= 4096:
+                pending.clear()
+
+        rows.append(("JSON render", per_item(render, records, seconds)))
+        pending.clear()
+        lines = 256
+        for r in records * (lines // len(records) + 1):
+            write(r)
+        block = pending[:lines]
+
+        def flush(_: object) -> None:
+            pending.extend(block)
+            sink.flush(True)
+
+        rows.append(("file write", per_item(flush, [None], seconds / 2) / lines))
+        rows.append(("sum of the stages", sum(us for _name, us in rows)))
+        rows.append(("whole path (one run)", full(pipeline, feed, feed_one, 256, seconds)))
+        for o in pipeline.outputs:
+            o.stop()
+    return rows
+
+
+def hand_over(pipeline: Pipeline, records: list[dict], seconds: float) -> float:
+    """µs per record from `emit` to the output thread, filters and output made no-ops:
+    the generated chain, the queue's `put`, the hand-over per batch, the thread's loop."""
+    stack = pipeline.stacks[0]
+    out = stack.output
+    for filt in stack.filters:
+        filt.interp = lambda record: None
+    out.write = lambda record: None
+    out.flush = lambda force=False: None
+    runner = Runner(pipeline)
+    runner.start()
+    emit = pipeline.inputs[0].emit
+    queues = list(runner.queues.values())
+
+    def batch(_: object) -> None:
+        for record in records * 8:
+            emit(record)
+        runner.after_batch()
+
+    try:
+        cost = per_item(batch, [None], seconds) / (len(records) * 8)
+    finally:
+        for queue in queues:
+            queue.request_stop()
+            queue.join(30)
+        for filt in stack.filters:
+            del filt.interp
+        del out.write, out.flush
+    return cost
+
+
+def full(pipeline: Pipeline, feed: list, feed_one: Callable, batch: int,
+         seconds: float) -> float:
+    """Process CPU per event for the whole in-process path, writer thread included."""
+    runner = Runner(pipeline)
+    runner.start()
+    after = runner.after_batch
+    per_msg = max(1, len(_emitted(pipeline, feed, feed_one)) // len(feed))
+    n = 0
+    wall = time.monotonic()
+    start = time.process_time()
+    while time.monotonic() - wall < seconds:
+        count = 0
+        for item in feed:
+            feed_one(item)
+            count += 1
+            if count % batch == 0:
+                after()
+        after()
+        n += len(feed) * per_msg
+    for q in runner.queues.values():
+        q.request_stop()
+        q.join(30)
+    return (time.process_time() - start) / n * 1e6
+
+
+def _emitted(pipeline: Pipeline, feed: Iterable, feed_one: Callable) -> list:
+    inp = pipeline.inputs[0]
+    saved = inp.emit
+    got: list = []
+    inp.emit = got.append
+    for item in feed:
+        feed_one(item)
+    inp.emit = saved
+    return got
+
+
+def profile(scenario: str, seconds: float) -> None:
+    """cProfile of the whole in-process path, the output written inline (no thread), so
+    that one profiler sees everything."""
+    with tempfile.TemporaryDirectory() as tmpdir:
+        pipeline = build(scenario, Path(tmpdir))
+        inp = pipeline.inputs[0]
+        if scenario == "nfct":
+            msgs = nfct_messages()
+            handle = inp._handle
+
+            def feed_one(m):
+                return handle(*m)
+        else:
+            msgs = nflog_datagrams()
+            feed_one = inp._datagram
+        for out in pipeline.outputs:
+            out.queued = False
+        runner = Runner(pipeline)
+        prof = cProfile.Profile()
+        prof.enable()
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            for item in msgs:
+                feed_one(item)
+            runner.after_batch()
+            for out in pipeline.outputs:
+                out.flush(True)
+        prof.disable()
+        pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("scenarios", nargs="*", help="nfct, nflog (default: both)")
+    ap.add_argument("--seconds", type=float, default=1.0, help="CPU time per stage")
+    ap.add_argument("--cprofile", action="store_true", help="also print a cProfile")
+    args = ap.parse_args()
+    for scenario in args.scenarios or ["nfct", "nflog"]:
+        if scenario not in CONFS:
+            ap.error(f"unknown scenario {scenario!r} (nfct or nflog)")
+        print(f"== {scenario}: µs of CPU per event")
+        for name, us in stages(scenario, args.seconds):
+            print(f"  {name:36} {us:7.2f}")
+        if args.cprofile:
+            profile(scenario, args.seconds * 2)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
