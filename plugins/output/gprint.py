@@ -21,44 +21,16 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Callable
 
 from ulogpy.fileoutput import FileOutput
-from ulogpy.keys import KeyType
+from ulogpy.keytext import renderers
 from ulogpy.outqueue import QUEUE_OPTIONS
 from ulogpy.plugin import DataType, Option
-
-Render = Callable[[object], str]
-
-
-def _bool(value: object) -> str:
-    return "1" if value else "0"
 
 
 def _ipaddr(value: object) -> str:
     """ulogd: the key's first 4 bytes in memory order, whatever the family."""
     return socket.inet_ntoa(value[:4])  # type: ignore[index]
-
-
-def _ipaddr_text(value: object) -> str:
-    """`ipv6_text=1`: IPv4 as ulogd prints it, IPv6 in full."""
-    if len(value) == 16:  # type: ignore[arg-type]
-        return socket.inet_ntop(socket.AF_INET6, value)  # type: ignore[arg-type]
-    return socket.inet_ntoa(value[:4])  # type: ignore[index]
-
-
-def _identity(value: object) -> str:
-    return value  # type: ignore[return-value]
-
-
-#: How each key type prints; a type missing here is not printed at all (ulogd skips it).
-RENDERERS: dict[KeyType, Render] = {
-    KeyType.STRING: _identity,
-    KeyType.BOOL: _bool,
-    KeyType.INT8: str, KeyType.INT16: str, KeyType.INT32: str,
-    KeyType.UINT8: str, KeyType.UINT16: str, KeyType.UINT32: str, KeyType.UINT64: str,
-    KeyType.IPADDR: _ipaddr,
-}
 
 
 class GPRINT(FileOutput):
@@ -81,12 +53,11 @@ class GPRINT(FileOutput):
     def configure(self) -> None:
         cfg = self.config
         self.open_sink()
-        renderers = dict(RENDERERS)
-        if cfg.ipv6_text:
-            renderers[KeyType.IPADDR] = _ipaddr_text
+        # a type missing from the renderers is not printed at all (ulogd skips it)
+        text = renderers(_ipaddr, bool(cfg.ipv6_text))
         self.fields = tuple(
-            (key.name, key.name + "=", renderers[key.type])
-            for key in self.stack_keys if key.type in renderers
+            (key.name, key.name + "=", text[key.type])
+            for key in self.stack_keys if key.type in text
         )
         self.timestamp = bool(cfg.timestamp)
         self._stamp_sec = -1

@@ -15,19 +15,14 @@ the ulogpy option `ipv6_text=1` prints IPv6 addresses in full instead.
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable
 
 from ulogpy.fileoutput import FileOutput
 from ulogpy.keys import KeyType
+from ulogpy.keytext import Render, renderers
 from ulogpy.outqueue import QUEUE_OPTIONS
 from ulogpy.plugin import DataType, Option
 
-Render = Callable[[object], str]
 BOUNDARY = "===>PACKET BOUNDARY\n"
-
-
-def _bool(value: object) -> str:
-    return "1" if value else "0"
 
 
 def _ipaddr(value: object) -> str:
@@ -35,30 +30,11 @@ def _ipaddr(value: object) -> str:
     return socket.inet_ntoa(value[3::-1])  # type: ignore[index]
 
 
-def _ipaddr_text(value: object) -> str:
-    """`ipv6_text=1`: IPv4 as ulogd prints it, IPv6 in full."""
-    if len(value) == 16:  # type: ignore[arg-type]
-        return socket.inet_ntop(socket.AF_INET6, value)  # type: ignore[arg-type]
-    return socket.inet_ntoa(value[3::-1])  # type: ignore[index]
-
-
-def _identity(value: object) -> str:
-    return value  # type: ignore[return-value]
-
-
 def _const(text: str) -> Render:
     return lambda _value: text
 
 
-#: How each key type prints; any other type prints `default`, as in ulogd.
-RENDERERS: dict[KeyType, Render] = {
-    KeyType.STRING: _identity,
-    KeyType.BOOL: _bool,
-    KeyType.INT8: str, KeyType.INT16: str, KeyType.INT32: str,
-    KeyType.UINT8: str, KeyType.UINT16: str, KeyType.UINT32: str, KeyType.UINT64: str,
-    KeyType.IPADDR: _ipaddr,
-    KeyType.NONE: _const("<none>"),
-}
+NONE = _const("<none>")
 DEFAULT = _const("default")
 
 
@@ -81,11 +57,10 @@ class OPRINT(FileOutput):
     def configure(self) -> None:
         cfg = self.config
         self.open_sink()
-        renderers = dict(RENDERERS)
-        if cfg.ipv6_text:
-            renderers[KeyType.IPADDR] = _ipaddr_text
+        # untyped keys print `<none>`, any type without a format `default`, as in ulogd
+        text = {**renderers(_ipaddr, bool(cfg.ipv6_text)), KeyType.NONE: NONE}
         self.fields = tuple(
-            (key.name, key.name + "=", renderers.get(key.type, DEFAULT))
+            (key.name, key.name + "=", text.get(key.type, DEFAULT))
             for key in self.stack_keys
         )
 
