@@ -12,7 +12,7 @@ overrun (ENOBUFS) is counted and grows the buffer; and a resync after
 `netlink_resync_timeout` recovers what the overrun cost.  In hash mode the
 dump rebuilds the hash and emits the DESTROYs that were missed.  In event
 mode with NEW and DESTROY, the plugin remembers the tuples of the flows it
-saw start (a few hundred bytes each), so the dump tells which NEW and which
+saw start (about 240 bytes each), so the dump tells which NEW and which
 DESTROY events were lost: those are emitted then, marked with the ulogpy
 key `ct.resync` = 1 (a DESTROY found that way ends at the time of the dump).
 """
@@ -39,21 +39,28 @@ RECV_BUFSIZE = 65536
 NEW, UPDATE, DESTROY = ct.EVENT_NEW, ct.EVENT_UPDATE, ct.EVENT_DESTROY
 #: nlmsg_len of the first message of a datagram.
 _MSG_LEN = struct.Struct("=I").unpack_from
-#: What event mode remembers of a live flow, to report its DESTROY if that is lost.
+#: The keys of a DESTROY that only a resync saw (the flow's identity, no counters).
 _FLOW_KEYS = (
     "orig.ip.saddr", "orig.ip.daddr", "orig.ip.protocol", "orig.l4.sport", "orig.l4.dport",
     "reply.ip.saddr", "reply.ip.daddr", "reply.ip.protocol", "reply.l4.sport",
     "reply.l4.dport", "icmp.code", "icmp.type", "ct.mark", "ct.id", "oob.family",
     "oob.protocol",
 )
-_ID = _FLOW_KEYS.index("ct.id")
+#: What event mode keeps of a live flow besides its tuple key: start sec, start usec,
+#: ct.id, ct.mark, zone, family.  Packed, because a firewall may hold a million flows:
+#: about 200 bytes each with the key, where the NEW message in a tuple took 550.
+_ALIVE = struct.Struct("=IIIIHB")
+_ALIVE_PACK = _ALIVE.pack
+_ALIVE_ID = struct.Struct("=8xI").unpack_from
 
 
-def _flow_values(message: bytes) -> tuple:
-    """The `_FLOW_KEYS` values of a conntrack message `alive` kept (None: absent)."""
-    event = ct.decode_ct(message)
+def _lost_destroy_values(key: bytes, packed: bytes) -> dict:
+    """The `_FLOW_KEYS` of a flow `alive` kept, decoded from a message rebuilt from it."""
+    _sec, _usec, ct_id, mark, zone, family = _ALIVE.unpack(packed)
+    tuples = key[:-2] if zone else key  # (the key ends with the zone when there is one)
+    event = ct.decode_ct(ct.build_destroy_message(family, tuples, ct_id, mark, zone))
     values = event.values if event is not None else {}
-    return tuple(map(values.get, _FLOW_KEYS))
+    return {k: values[k] for k in _FLOW_KEYS if k in values}
 
 
 def _check_mask(value: int) -> str | None:
@@ -122,11 +129,9 @@ class NFCT(InputPlugin):
         self.hash_on = bool(cfg.hash_enable)
         #: tuple key -> (start sec, start usec, latest keys) of flows seen alive.
         self.flows: dict[object, tuple[int, int, dict]] = {}
-        #: Event mode with NEW and DESTROY: tuple key -> (start sec, start usec, the raw
-        #: NEW message) of the flows seen starting, for the resync after an overrun.  The
-        #: message is kept as it came (no copy): picking its `_FLOW_KEYS` values out costs
-        #: more, per NEW event, than decoding it again on the rare resync.
-        self.alive: dict[bytes, tuple] | None = None
+        #: Event mode with NEW and DESTROY: tuple key -> `_ALIVE` of the flows seen
+        #: starting, for the resync after an overrun.
+        self.alive: dict[bytes, bytes] | None = None
         if not self.hash_on and not cfg.pollinterval and cfg.event_mask & 5 == 5:
             self.alive = {}
         self.sock = None
@@ -236,7 +241,9 @@ class NFCT(InputPlugin):
             record["flow.start.sec"] = sec = ns // 1_000_000_000
             record["flow.start.usec"] = usec = ns // 1000 % 1_000_000
             if self.alive is not None:
-                self.alive[event.tuple_key] = (sec, usec, record["ct"])
+                self.alive[event.tuple_key] = _ALIVE_PACK(sec, usec, record["ct.id"],
+                                                          record["ct.mark"], event.zone,
+                                                          event.family)
             self.emit(record)
         elif kind == DESTROY:
             if self.alive is not None:
@@ -321,24 +328,25 @@ class NFCT(InputPlugin):
         for key, event in now.items():
             known = alive.get(key)
             if known is not None:
-                if _flow_values(known[2])[_ID] == event.values.get("ct.id"):
+                if _ALIVE_ID(known)[0] == event.values["ct.id"]:
                     continue  # the same connection, already reported
                 # the tuple was reused by a new connection: the old one ended unseen
-                self._emit_lost_destroy(alive.pop(key), end_sec, end_usec)
+                self._emit_lost_destroy(key, alive.pop(key), end_sec, end_usec)
             record = event.values
             sec, usec = _ns_split(event.start_ns or time.time_ns())
             record.update({"ct.event": NEW, "flow.start.sec": sec, "flow.start.usec": usec,
                            "ct.resync": 1})
-            alive[key] = (sec, usec, record["ct"])
+            alive[key] = _ALIVE_PACK(sec, usec, record["ct.id"], record["ct.mark"],
+                                     event.zone, event.family)
             self.counters.add("resync_new")
             self.emit(record)
         for key in [k for k in alive if k not in now]:
-            self._emit_lost_destroy(alive.pop(key), end_sec, end_usec)
+            self._emit_lost_destroy(key, alive.pop(key), end_sec, end_usec)
 
-    def _emit_lost_destroy(self, flow: tuple, end_sec: int, end_usec: int) -> None:
-        start_sec, start_usec, message = flow
-        values = _flow_values(message)
-        record = {k: v for k, v in zip(_FLOW_KEYS, values, strict=True) if v is not None}
+    def _emit_lost_destroy(self, key: bytes, packed: bytes, end_sec: int,
+                           end_usec: int) -> None:
+        start_sec, start_usec = _ALIVE.unpack(packed)[:2]
+        record = _lost_destroy_values(key, packed)
         record.update({"ct.event": DESTROY, "flow.start.sec": start_sec,
                        "flow.start.usec": start_usec, "flow.end.sec": end_sec,
                        "flow.end.usec": end_usec, "ct.resync": 1})

@@ -39,11 +39,12 @@ sync=1
 BURST = """
 import socket, sys
 dst, first, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+dport = int(sys.argv[4]) if len(sys.argv) > 4 else 9
 fam = socket.AF_INET6 if ":" in dst else socket.AF_INET
 for port in range(first, first + count):
     s = socket.socket(fam, socket.SOCK_DGRAM)
     s.bind(("", port))
-    s.sendto(b"x", (dst, 9))
+    s.sendto(b"x", (dst, dport))
     s.close()
 """
 
@@ -104,7 +105,8 @@ sync=1
 
 def test_event_mode_resync_reports_every_connection_once(tmp_path):
     """Event mode, a small buffer: A flows start and are logged; then, the daemon stopped,
-    every flow is deleted and B flows start, far more events than the buffer holds.
+    B flows start, far more events than the buffer holds, and the A flows are deleted
+    (so their DESTROYs are lost too).
     After the resync every connection the daemon knew of has exactly one NEW and one DESTROY, every
     connection alive now has exactly one NEW and no DESTROY, no event is reported twice,
     and what the overrun cost is marked ct.resync and counted.  (A connection that both
@@ -118,9 +120,10 @@ def test_event_mode_resync_reports_every_connection_once(tmp_path):
                        what="the NEW events of the A flows")
             daemon.send_signal(signal.SIGSTOP)
             try:
+                topo.lan.run([sys.executable, "-c", BURST, topo.wan_ip4, "30000", str(b),
+                              "10"])
                 topo.fw.run(["conntrack", "-D", "-p", "udp", "--orig-port-dst", "9"],
                             check=False)
-                topo.lan.run([sys.executable, "-c", BURST, topo.wan_ip4, "30000", str(b)])
             finally:
                 daemon.send_signal(signal.SIGCONT)
             wait_until(lambda: "resyncs" in _counters(daemon), timeout=15,
@@ -134,6 +137,16 @@ def test_event_mode_resync_reports_every_connection_once(tmp_path):
             by_port.setdefault(r["orig.l4.sport"], []).append(r["ct.event"])
         for port in range(20000, 20000 + a):  # started, then deleted
             assert sorted(by_port[port]) == [1, 4], (port, by_port[port])
+        # A DESTROY only the resync saw names the flow exactly as its NEW did (addresses
+        # and ports both ways, ids, mark), though the daemon kept no copy of that NEW.
+        lost = [r for r in recs if r.get("ct.resync") and r["ct.event"] == 4]
+        new_of = {r["ct.id"]: r for r in recs if r["ct.event"] == 1}
+        assert len(lost) == a, len(lost)
+        for r in lost:
+            new = new_of[r["ct.id"]]
+            same = {k for k in new if not k.startswith(("flow.", "timestamp")) and
+                    ".raw." not in k and k not in ("ct.event", "ct.resync")}
+            assert {k: r.get(k) for k in same} == {k: new[k] for k in same}, (r, new)
         for port in range(30000, 30000 + b):  # alive at the resync
             assert by_port[port].count(1) == 1 and 4 not in by_port[port], by_port[port]
         values = _counters(daemon)

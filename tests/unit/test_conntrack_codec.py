@@ -463,6 +463,23 @@ def test_tuple_key_covers_reply_tuple_and_zone() -> None:
     assert other_reply.values["orig.ip.saddr"] == ev.values["orig.ip.saddr"]
 
 
+def test_destroy_rebuilt_from_what_event_mode_keeps_gives_the_flow_back() -> None:
+    """Event mode keeps a live flow as its tuple key and a few packed numbers (not the NEW
+    message); a DESTROY only a resync saw is decoded from a message rebuilt from those.
+    For every recorded flow (IPv4/IPv6, TCP/UDP/ICMP/GRE/generic, NAT, a zone), that
+    record holds exactly the flow's identity keys the kernel's own message gave."""
+    from ulogpy.plugins.input.nfct import _ALIVE_PACK, _FLOW_KEYS, _lost_destroy_values
+
+    checked = set()
+    for _, ev, _msg in decoded():
+        v = ev.values
+        kept = _ALIVE_PACK(1, 2, v["ct.id"], v["ct.mark"], ev.zone, ev.family)
+        rebuilt = _lost_destroy_values(ev.tuple_key, kept)
+        assert rebuilt == {k: v[k] for k in _FLOW_KEYS if k in v}, ev
+        checked.add((ev.family, v["orig.ip.protocol"], ev.zone != 0))
+    assert {(2, 6, False), (10, 17, False), (2, 1, False), (2, 17, True)} <= checked, checked
+
+
 def test_buffer_kinds_and_offsets_agree() -> None:
     for _, ev, msg in decoded()[:40]:
         padded = b"\xaa" * 12 + msg + b"\xbb" * 9

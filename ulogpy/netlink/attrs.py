@@ -60,6 +60,13 @@ class MalformedMessage(ValueError):
 
 _HDR = struct.Struct("=HH").unpack_from
 _HDR_PACK = struct.Struct("=HH").pack_into
+_HDR_BYTES = struct.Struct("=HH").pack
+
+
+def attr(atype: int, payload: bytes) -> bytes:
+    """One attribute as the kernel frames it: header, payload, padding to 4 bytes."""
+    alen = NLA_HDRLEN + len(payload)
+    return _HDR_BYTES(alen, atype) + payload + bytes(-alen % 4)
 
 
 def _scalar(fmt: str) -> Any:

@@ -25,6 +25,7 @@ from typing import Any
 from ulogpy.netlink.attrs import (
     MalformedMessage,
     Table,
+    attr,
     be16,
     be32,
     be64,
@@ -44,6 +45,7 @@ __all__ = [
     "decode_ct",
     "build_dump_request",
     "build_ctrzero_request",
+    "build_destroy_message",
 ]
 
 # nfnetlink
@@ -232,6 +234,7 @@ _ALWAYS: dict[str, Any] = {
 
 _NLHDR = NLMSGHDR.unpack_from
 _ZONE = struct.Struct("!H").pack
+_BE32 = struct.Struct("!I").pack
 _MIN_LEN = NLMSGHDR.size + NFGENMSG.size
 _CREATE_OR_EXCL = NLM_F_CREATE | NLM_F_EXCL
 _CT_NEW = (NFNL_SUBSYS_CTNETLINK << 8) | IPCTNL_MSG_CT_NEW
@@ -518,6 +521,22 @@ def build_dump_request(seq: int, family: int = 0, zero_counters: bool = False) -
     return NLMSGHDR.pack(_MIN_LEN, mtype, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + NFGENMSG.pack(
         family, NFNETLINK_V0, 0
     )
+
+
+def build_destroy_message(family: int, tuples: bytes, ct_id: int, mark: int,
+                          zone: int = 0) -> bytes:
+    """A conntrack DESTROY event for a flow known only by its tuple attributes.
+
+    `tuples` is a `CtEvent.tuple_key` without the zone: the CTA_TUPLE_ORIG and
+    CTA_TUPLE_REPLY attributes as the kernel sent them.  Event mode keeps only
+    that and a few numbers per live flow; `decode_ct` of this message gives the
+    flow's keys back when its DESTROY has to be reported from a resync.
+    """
+    body = tuples + attr(CTA_ID, _BE32(ct_id)) + attr(CTA_MARK, _BE32(mark))
+    if zone:
+        body += attr(CTA_ZONE, _ZONE(zone))
+    return NLMSGHDR.pack(_MIN_LEN + len(body), _CT_DELETE, 0, 0, 0) + \
+        NFGENMSG.pack(family, NFNETLINK_V0, 0) + body
 
 
 def build_ctrzero_request(seq: int, family: int = 0) -> bytes:

@@ -35,7 +35,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from ulogpy.netlink.attrs import MalformedMessage
+from ulogpy.netlink.attrs import MalformedMessage, attr
 from ulogpy.netlink.nlsock import NLM_F_ACK, NLM_F_REQUEST, NLMSGHDR
 
 __all__ = [
@@ -479,16 +479,10 @@ def _split_fmt(fmt: str) -> list[str]:
 
 # ------------------------------------------------------------------ config requests
 
-_ATTR = struct.Struct("=HH").pack
 _U8 = struct.Struct("B").pack
 _BE16 = struct.Struct(">H").pack
 _BE32 = struct.Struct(">I").pack
 _MODE = struct.Struct(">IBx").pack  # struct nfulnl_msg_config_mode is packed: 6 bytes
-
-
-def _attr(atype: int, payload: bytes) -> bytes:
-    alen = 4 + len(payload)
-    return _ATTR(alen, atype) + payload + bytes(-alen % 4)
 
 
 def build_config(
@@ -513,17 +507,17 @@ def build_config(
         raise ValueError(f"group {group} outside 0..65535")
     body = b""
     if cmd is not None:
-        body += _attr(NFULA_CFG_CMD, _U8(cmd))
+        body += attr(NFULA_CFG_CMD, _U8(cmd))
     if mode is not None:
-        body += _attr(NFULA_CFG_MODE, _MODE(mode[1], mode[0]))
+        body += attr(NFULA_CFG_MODE, _MODE(mode[1], mode[0]))
     if nlbufsiz is not None:
-        body += _attr(NFULA_CFG_NLBUFSIZ, _BE32(nlbufsiz))
+        body += attr(NFULA_CFG_NLBUFSIZ, _BE32(nlbufsiz))
     if timeout is not None:
-        body += _attr(NFULA_CFG_TIMEOUT, _BE32(timeout))
+        body += attr(NFULA_CFG_TIMEOUT, _BE32(timeout))
     if qthresh is not None:
-        body += _attr(NFULA_CFG_QTHRESH, _BE32(qthresh))
+        body += attr(NFULA_CFG_QTHRESH, _BE32(qthresh))
     if flags is not None:
-        body += _attr(NFULA_CFG_FLAGS, _BE16(flags))
+        body += attr(NFULA_CFG_FLAGS, _BE16(flags))
     nl_flags = NLM_F_REQUEST | (NLM_F_ACK if ack else 0)
     head = NLMSGHDR.pack(_MIN_LEN + len(body), MSG_CONFIG, nl_flags, seq, 0)
     return head + NFGENMSG.pack(family, NFNETLINK_V0, group) + body
