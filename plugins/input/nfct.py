@@ -19,7 +19,6 @@ key `ct.resync` = 1 (a DESTROY found that way ends at the time of the dump).
 
 from __future__ import annotations
 
-import errno
 import logging
 import signal
 import struct
@@ -30,12 +29,10 @@ from ulogpy.keys import IPADDR, RAW, U8, U16, U32, U64, Key, keys
 from ulogpy.netlink import conntrack as ct
 from ulogpy.netlink import nlsock
 from ulogpy.netlink.attrs import MalformedMessage
-from ulogpy.plugin import DataType, InputPlugin, Option, PluginError
+from ulogpy.nlinput import NetlinkInput
+from ulogpy.plugin import DataType, Option, PluginError
 
 log = logging.getLogger("ulogpy.nfct")
-#: Datagrams read per wake-up before the loop gets control back (flushes, signals).
-READS_PER_WAKEUP = 256
-RECV_BUFSIZE = 65536
 NEW, UPDATE, DESTROY = ct.EVENT_NEW, ct.EVENT_UPDATE, ct.EVENT_DESTROY
 #: nlmsg_len of the first message of a datagram.
 _MSG_LEN = struct.Struct("=I").unpack_from
@@ -71,8 +68,9 @@ def _ns_split(ns: int) -> tuple[int, int]:
     return ns // 1_000_000_000, (ns // 1000) % 1_000_000
 
 
-class NFCT(InputPlugin):
+class NFCT(NetlinkInput):
     name = "NFCT"
+    socket_name = "ctnetlink"
     description = "Conntrack flows from the kernel (ctnetlink)"
     output_type = DataType.FLOW
     section_required = True
@@ -135,10 +133,9 @@ class NFCT(InputPlugin):
         if not self.hash_on and not cfg.pollinterval and cfg.event_mask & 5 == 5:
             self.alive = {}
         self.sock = None
+        self.maxsize = cfg.netlink_socket_buffer_maxsize  # start: maybe the default
         self.loop = None
         self.resync_pending = False
-        self.bufsize = 0
-        self.maxsize = cfg.netlink_socket_buffer_maxsize
 
     # -- start / stop ---------------------------------------------------------
     def start(self, loop) -> None:
@@ -155,10 +152,7 @@ class NFCT(InputPlugin):
         except OSError as exc:
             raise PluginError(f"cannot open ctnetlink socket: {exc.strerror}") from None
         self.sock.setblocking(False)
-        size, self.maxsize = nlsock.default_rcvbuf(cfg.netlink_socket_buffer_size,
-                                                   cfg.netlink_socket_buffer_maxsize)
-        self.bufsize = nlsock.set_rcvbuf(self.sock, size)
-        log.log(25, "NFCT netlink buffer size has been set to %d", self.bufsize)
+        self.size_buffer()
         if cfg.reliable:
             nlsock.set_reliable(self.sock, True)
             log.log(25, "NFCT reliable logging has been enabled.")
@@ -192,30 +186,16 @@ class NFCT(InputPlugin):
             self.sock = None
 
     # -- event mode -----------------------------------------------------------
-    def on_readable(self) -> None:
-        recv = self.sock.recv
-        handle = self._handle
-        messages = nlsock.iter_messages
-        for _ in range(READS_PER_WAKEUP):
-            try:
-                data = recv(RECV_BUFSIZE)
-            except BlockingIOError:
+    def _datagram(self, data: bytes) -> None:
+        try:
+            if len(data) >= 4 and _MSG_LEN(data)[0] == len(data):
+                self._handle(data, 0, len(data))  # an event datagram holds one message
                 return
-            except OSError as exc:
-                if exc.errno == errno.ENOBUFS:
-                    self._overrun()
-                    continue
-                self.counters.add("recv_errors")
-                log.error("%s: reading the ctnetlink socket failed: %s", self.id, exc)
-                return
-            try:
-                if len(data) >= 4 and _MSG_LEN(data)[0] == len(data):
-                    handle(data, 0, len(data))  # an event datagram holds one message
-                    continue
-                for offset, length, *_ in messages(data):
-                    handle(data, offset, length)
-            except MalformedMessage:
-                self.counters.add("malformed")
+            handle = self._handle
+            for offset, length, *_ in nlsock.iter_messages(data):
+                handle(data, offset, length)
+        except MalformedMessage:
+            self.counters.add("malformed")
 
     def _handle(self, data: bytes, offset: int, length: int) -> None:
         try:
@@ -290,16 +270,7 @@ class NFCT(InputPlugin):
             self.flows[key] = (*_ns_split(start_ns or time.time_ns()), record)
 
     # -- overruns and resync --------------------------------------------------
-    def _overrun(self) -> None:
-        self.counters.add("overruns")
-        grown = nlsock.grow_rcvbuf(self.sock, self.bufsize, self.maxsize)
-        if grown is not None:
-            self.bufsize = grown
-            log.log(25, "%s: we are losing events, increasing buffer size to %d",
-                    self.id, self.bufsize)
-        elif self.counters.get("overruns") == 1:
-            log.log(25, "%s: we are losing events (socket buffer overrun); consider "
-                    "netlink_socket_buffer_size / netlink_socket_buffer_maxsize", self.id)
+    def after_overrun(self) -> None:
         if (self.hash_on or self.alive is not None) and not self.resync_pending:
             self.resync_pending = True
             self.loop.call_later(self.config.netlink_resync_timeout, self._resync)

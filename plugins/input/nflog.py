@@ -18,24 +18,22 @@ option the buffer is large (`nlsock.DEFAULT_RCVBUF`, growing on overruns).
 from __future__ import annotations
 
 import errno
-import functools
 import logging
 import os
 import socket
 import struct
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 from ulogpy.keys import RAW, STRING, U8, U16, U32, keys
 from ulogpy.netlink import nflog, nlsock
 from ulogpy.netlink.attrs import MalformedMessage
 from ulogpy.netlink.nflog import PartialMessage
+from ulogpy.nlinput import NetlinkInput
 from ulogpy.ownlog import NOTICE
-from ulogpy.plugin import DataType, InputPlugin, Option, PluginError
+from ulogpy.plugin import DataType, Option, PluginError
 
 log = logging.getLogger("ulogpy.nflog")
-#: Datagrams read per wake-up before the loop gets control back (other inputs, flushes).
-READS_PER_WAKEUP = 256
 #: Families whose logger ulogd (un)binds for group 0 or bind=1: inet, inet6, bridge.
 SYSTEM_FAMILIES = (socket.AF_INET, socket.AF_INET6, socket.AF_BRIDGE)
 #: Seconds between two NOTICE lines about lost packets (the counter has every one).
@@ -58,8 +56,9 @@ def _not_negative(value: int) -> str | None:
     return None if value >= 0 else "must be 0 (kernel default) or positive"
 
 
-class NFLOG(InputPlugin):
+class NFLOG(NetlinkInput):
     name = "NFLOG"
+    socket_name = "nfnetlink_log"
     description = "Packets logged to an nfnetlink_log group (nft log group / NFLOG target)"
     output_type = DataType.RAW
     options = (
@@ -81,8 +80,6 @@ class NFLOG(InputPlugin):
                help="kernel batch flush timeout in 1/100 s"),
         Option("attach_conntrack", int, 0, help="1: attach the conntrack entry (key ct)"),
     )
-    #: The buffer datagrams are received into (`_receiver`), made on first use.
-    _recv_buffer: bytearray | None = None
     output_keys = keys(
         ("raw.mac", RAW), ("raw.pkt", RAW), ("raw.pktlen", U32), ("raw.pktcount", U32),
         ("oob.prefix", STRING), ("oob.time.sec", U32), ("oob.time.usec", U32),
@@ -106,12 +103,10 @@ class NFLOG(InputPlugin):
             | (nflog.NFULNL_CFG_F_CONNTRACK if cfg.attach_conntrack else 0)
         )
         self.sock: socket.socket | None = None
+        self.maxsize = cfg.netlink_socket_buffer_maxsize  # start: maybe the default
         self.loop = None
-        self.rcvbuf = 0
-        self.maxsize = cfg.netlink_socket_buffer_maxsize  # start() may give the default
         #: The kernel numbers a group's packets from 0 once NFULNL_CFG_F_SEQ is set.
         self.next_seq = 0
-        self.growth_stopped = False
         self.last_loss_log = 0.0
         self.logged_lost = 0
         self.early: list[bytes] = []
@@ -167,10 +162,7 @@ class NFLOG(InputPlugin):
             raise PluginError(
                 f"unable to set copy mode for log group {cfg.group}: {exc.strerror}") from None
 
-        size, self.maxsize = nlsock.default_rcvbuf(cfg.netlink_socket_buffer_size,
-                                                   cfg.netlink_socket_buffer_maxsize)
-        self.rcvbuf = nlsock.set_rcvbuf(self.sock, size)
-        log.log(NOTICE, "NFLOG netlink buffer size has been set to %d", self.rcvbuf)
+        self.size_buffer()
         for value, build, what in (
             (cfg.netlink_qthreshold, nflog.build_qthreshold, "threshold"),
             (cfg.netlink_qtimeout, nflog.build_timeout, "timeout"),
@@ -243,45 +235,8 @@ class NFLOG(InputPlugin):
         self.sock = None
 
     # -- reading --------------------------------------------------------------
-    def on_readable(self) -> None:
-        sock = self.sock
-        if sock is None:
-            return
-        recv = self._receiver(sock)
-        datagram = self._datagram
-        for _ in range(READS_PER_WAKEUP):
-            try:
-                data = recv()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                if exc.errno == errno.ENOBUFS:
-                    self._overrun()
-                    continue
-                self.counters.add("recv_errors")
-                log.error("%s: reading the nfnetlink_log socket failed: %s", self.id, exc)
-                return
-            datagram(data)
-
-    def _receiver(self, sock) -> Callable[[], bytes]:
-        """A function returning the next datagram (at most `bufsize` bytes).
-
-        Not ``sock.recv(bufsize)``: that allocates `bufsize` bytes per datagram, and
-        ulogd's default 150000 is above glibc's mmap threshold, so every datagram
-        (some 8 KiB, 18 packets, by the kernel's default batching) cost an mmap, page
-        faults and a munmap: measured 18.6 µs per recv, 5.1 µs with one reused buffer
-        and each datagram copied out at its own size.  (A socket stand-in without
-        `recv_into` is read with `recv`.)
-        """
-        size = self.config.bufsize
-        recv_into = getattr(sock, "recv_into", None)
-        if recv_into is None:
-            return functools.partial(sock.recv, size)
-        buf = self._recv_buffer
-        if buf is None or len(buf) != size:
-            buf = self._recv_buffer = bytearray(size)
-        view = memoryview(buf)
-        return lambda: view[:recv_into(buf)].tobytes()
+    def recv_size(self) -> int:
+        return self.config.bufsize
 
     def _replay_early(self) -> None:
         early, self.early = self.early, []
@@ -350,21 +305,3 @@ class NFLOG(InputPlugin):
             self.last_loss_log = now
             self.logged_lost = total
 
-    def _overrun(self) -> None:
-        self.counters.add("overruns")
-        maxsize = self.maxsize
-        if not self.growth_stopped:
-            grown = nlsock.grow_rcvbuf(self.sock, self.rcvbuf, maxsize)
-            if grown is not None:
-                self.rcvbuf = grown
-                log.log(NOTICE, "%s: we are losing events, increasing buffer size to %d",
-                        self.id, grown)
-                return
-            self.growth_stopped = True
-            if maxsize:
-                log.log(NOTICE, "%s: maximum buffer size (%d) reached; consider raising "
-                        "netlink_socket_buffer_size and netlink_socket_buffer_maxsize",
-                        self.id, self.rcvbuf)
-            else:
-                log.log(NOTICE, "%s: we are losing events (socket buffer overrun); consider "
-                        "netlink_socket_buffer_size / netlink_socket_buffer_maxsize", self.id)
