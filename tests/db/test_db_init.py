@@ -156,3 +156,22 @@ def test_bad_invocations(args, tmp_path):
                           if not args else [ULOGPY, "db", "init", *args],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
+
+
+def test_sqlite_init_replaces_the_open_flows_index_that_lacked_the_destination_port(tmp_path):
+    """A history made by an earlier ulogpy has ulog2_ct_open_flows (no destination port,
+    so a port scan's DESTROYs scanned every open row of the scan): init swaps it."""
+    db = tmp_path / "old.sqlite"
+    assert _run("--sqlite", str(db)).returncode == 0
+    conn = sqlite3.connect(db)
+    conn.executescript("DROP INDEX ulog2_ct_open_tuples; CREATE INDEX ulog2_ct_open_flows "
+                       "ON ulog2_ct (orig_ip_saddr_str, orig_l4_sport, orig_ip_daddr_str) "
+                       "WHERE ct_event < 4;")
+    conn.close()
+    proc = _run("--sqlite", str(db))
+    assert proc.returncode == 0, proc.stderr
+    assert "index ulog2_ct_open_tuples" in _created(proc)
+    conn = sqlite3.connect(db)
+    indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    conn.close()
+    assert "ulog2_ct_open_tuples" in indexes and "ulog2_ct_open_flows" not in indexes

@@ -133,10 +133,13 @@ def test_merge_flows_one_row_per_flow(tmp_path, harness):
         (None, 4, 1700000000, 1700000009, 2, 58),
         (2000, 4, None, 1700000009, 2, 17),
     ]
+    # The DESTROY's look-up narrows to one flow even in a port scan (one source port,
+    # many destination ports): all four columns of the tuple come from the index.
     plan = _rows(db, "EXPLAIN QUERY PLAN UPDATE ulog2_ct SET ct_event = 4 WHERE "
                      "orig_ip_saddr_str IS '10.0.0.2' AND orig_l4_sport IS 1000 AND "
-                     "orig_ip_daddr_str IS 'x' AND ct_event < 4")
-    assert "ulog2_ct_open_flows" in str(plan)
+                     "orig_ip_daddr_str IS 'x' AND orig_l4_dport IS 53 AND ct_event < 4")
+    assert "USING INDEX ulog2_ct_open_tuples (orig_ip_saddr_str=? AND orig_l4_sport=? AND " \
+        "orig_ip_daddr_str=? AND orig_l4_dport=?)" in str(plan), plan
 
 
 def test_missing_table_is_reported_and_retried(tmp_path, harness, db_log):

@@ -70,10 +70,15 @@ CREATE TABLE IF NOT EXISTS ulog2_ct (
     flow_end_usec      INTEGER DEFAULT 0,
     ct_event           INTEGER DEFAULT 0
 );
--- @index ulog2_ct_open_flows ulog2_ct
+-- @index ulog2_ct_open_tuples ulog2_ct
 -- Finds the open row a DESTROY completes (merge_flows) without scanning the history.
-CREATE INDEX IF NOT EXISTS ulog2_ct_open_flows
-    ON ulog2_ct (orig_ip_saddr_str, orig_l4_sport, orig_ip_daddr_str) WHERE ct_event < 4;
+-- Both ports are in it: a port scan (one source port, thousands of destination ports
+-- on one host) would otherwise leave every DESTROY scanning all the open rows of the
+-- scan.  It replaces ulog2_ct_open_flows, which lacked the destination port.
+DROP INDEX IF EXISTS ulog2_ct_open_flows;
+CREATE INDEX IF NOT EXISTS ulog2_ct_open_tuples
+    ON ulog2_ct (orig_ip_saddr_str, orig_l4_sport, orig_ip_daddr_str, orig_l4_dport)
+    WHERE ct_event < 4;
 -- @index ulog2_ct_nat_lookup ulog2_ct
 -- Who had this public ip:port: after masquerading it is the reply's destination.
 CREATE INDEX IF NOT EXISTS ulog2_ct_nat_lookup
