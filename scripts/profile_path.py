@@ -16,7 +16,8 @@ Prints CPU microseconds per event for each stage:
   itself subtracted);
 * runner + queue hand-over: `emit` -> generated chain -> output queue ->
   hand-over per batch -> writer thread, with filters and output made no-ops;
-* JSON render: the output's `write` (the line is built and queued in memory);
+* JSON render: the output's `write` (the line is built and kept in memory; in
+  the daemon the runner renders it in the reader's thread and queues the line);
 * file write: the file sink's `flush` (joined and written in blocks);
 * the sum of these, and the whole path in one go (input -> runner -> filters ->
   queue -> writer thread -> file, hand-over every 256 events, process CPU of
@@ -217,6 +218,8 @@ def hand_over(pipeline: Pipeline, records: list[dict], seconds: float) -> float:
     for filt in stack.filters:
         filt.interp = lambda record: None
     out.write = lambda record: None
+    out.render = lambda record: ""
+    out.write_lines = lambda lines: None
     out.flush = lambda force=False: None
     runner = Runner(pipeline)
     runner.start()
@@ -236,7 +239,7 @@ def hand_over(pipeline: Pipeline, records: list[dict], seconds: float) -> float:
             queue.join(30)
         for filt in stack.filters:
             del filt.interp
-        del out.write, out.flush
+        del out.write, out.render, out.write_lines, out.flush
     return cost
 
 

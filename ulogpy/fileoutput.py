@@ -1,9 +1,10 @@
 """The common part of the outputs that append lines to a file.
 
-LOGEMU, JSON, GPRINT and OPRINT differ only in how they render a record;
-opening the file (with ulogd's error wording), flushing, SIGHUP's reopen
-for logrotate and closing are the same, and live here.  They all write from
-the output's own thread (`queued`), so a stalled disk never stops a reader.
+LOGEMU, JSON, GPRINT and OPRINT differ only in how they render a record
+(`render`, which the runner calls in the reader's thread); opening the file
+(with ulogd's error wording), flushing, SIGHUP's reopen for logrotate and
+closing are the same, and live here.  They all write from the output's own
+thread (`queued`), so a stalled disk never stops a reader.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from ulogpy.plugin import OutputPlugin, PluginError
 
 class FileOutput(OutputPlugin):
     queued = True
+    renders_text = True
     #: ulogd's words when the file cannot be opened, followed by the path and the reason.
     open_error: ClassVar[str] = "can't open"
     #: ulogd's NOTICE on SIGHUP (None: a generic one naming the instance and file).
@@ -28,6 +30,12 @@ class FileOutput(OutputPlugin):
         self.sink = FileSink(cfg.file, bool(cfg.sync), self.counters, str(self),
                              reopen_notice=self.reopen_notice)
         return self.sink
+
+    def write(self, record: dict) -> None:
+        self.sink.write_line(self.render(record))
+
+    def write_lines(self, lines: list[str]) -> None:
+        self.sink.write_lines(lines)
 
     def start(self, loop) -> None:
         try:

@@ -40,8 +40,10 @@ class FileSink:
         #: The NOTICE logged on SIGHUP (ulogd's wording for the plugin), if not the generic one.
         self.reopen_notice = reopen_notice
         self.pending: list[str] = []
-        #: Queue one line (ends with "\n"); it reaches the file at the next flush.
+        #: Queue one line (ends with "\n"), or a list of them; they reach the file at the
+        #: next flush.
         self.write_line = self.pending.append
+        self.write_lines = self.pending.extend
         self.fd: int | None = None
 
     @property

@@ -195,8 +195,21 @@ class OutputPlugin(Plugin):
     #: plugin adds `QUEUE_OPTIONS` to its options.  An instance may turn it off in
     #: `configure` when it never blocks anyway (e.g. a non-blocking socket).
     queued: bool = False
+    #: The output turns each record into a line of text (`render`) and writes lines
+    #: (`write_lines`).  The runner then renders in the reader's thread, where the record
+    #: is fresh in the cache, and queues the line: a fifth of a record's memory, and the
+    #: writer thread only hands whole batches on.
+    renders_text: bool = False
 
     def write(self, record: dict) -> None:
+        raise NotImplementedError
+
+    def render(self, record: dict) -> str:
+        """The line `record` becomes (outputs with `renders_text`)."""
+        raise NotImplementedError
+
+    def write_lines(self, lines: list[str]) -> None:
+        """Write lines `render` made, in order (outputs with `renders_text`)."""
         raise NotImplementedError
 
     def flush(self, force: bool = False) -> None:

@@ -30,9 +30,10 @@ def _stack_chain(stack: Stack, sink: Callable[[dict], None] | None,
                  emitted: Tally | None = None) -> Callable[[dict], None]:
     """A function that runs one record through the filters of `stack` to its output.
 
-    `sink` is the output's queue (`OutputQueue.put`); without one the output's
-    `write` is called right here and counted.  With `emitted` the function is the
-    input's `emit` itself and counts the event there.
+    `sink` is the output's queue (`OutputQueue.put`), which gets the record, or the
+    line the output renders it into (`renders_text`, rendered right here); without
+    a queue the output's `write` is called right here and counted.  With `emitted`
+    the function is the input's `emit` itself and counts the event there.
 
     Generated, one straight line per filter: this runs for every event, and a
     loop over the filters (with `enumerate` to know which one failed) costs more
@@ -52,7 +53,8 @@ def _stack_chain(stack: Stack, sink: Callable[[dict], None] | None,
 
     scope: dict[str, object] = {"failed": failed, "stopped": stopped, "plugins": plugins,
                                 "emitted": emitted, "sink": sink, "write": output.write,
-                                "output": output, "written": output.counters.tally("written")}
+                                "render": output.render, "output": output,
+                                "written": output.counters.tally("written")}
     lines = ["def chain(record):"]
     if emitted is not None:
         lines.append("    emitted.n += 1")
@@ -67,7 +69,10 @@ def _stack_chain(stack: Stack, sink: Callable[[dict], None] | None,
             lines.append(f"            return stopped({i})")
         lines.append("    except Exception as exc:")
         lines.append("        return failed(plugins[at], exc)")
-    if sink is not None:
+    if sink is not None and output.renders_text:
+        lines += ["    try:", "        line = render(record)", "    except Exception as exc:",
+                  "        return failed(output, exc)", "    sink(line)"]
+    elif sink is not None:
         lines.append("    sink(record)")
     else:
         lines += ["    try:", "        write(record)", "    except Exception as exc:",

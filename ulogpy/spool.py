@@ -3,8 +3,9 @@
 Used by the database outputs while the database is away and by any output
 whose queue policy is `spool` (`ulogpy.outqueue`) while it is too slow.
 
-A directory of append-only segment files (`<seq>.spool`), one JSON object
-per line, read back oldest segment first.  Reading is two-phase: `read`
+A directory of append-only segment files (`<seq>.spool`), one JSON value
+per line (a record, or a file output's rendered line), read back oldest
+segment first.  Reading is two-phase: `read`
 hands out rows, `commit` (after the output wrote them) moves the
 durable position, `rewind` gives them back.  The position inside the
 oldest segment lives in `<seq>.pos`; consumed segments are deleted.
@@ -25,6 +26,7 @@ import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -60,14 +62,27 @@ def decode_record(line: bytes) -> dict:
     return data
 
 
+def encode_text(text: str) -> bytes:
+    """One spool line holding a rendered output line (any text, even undecodable bytes
+    kept as surrogates): the bytes it is written as, one per code point, as JSON."""
+    return orjson.dumps(text.encode("utf-8", "surrogateescape").decode("latin-1"),
+                        option=orjson.OPT_APPEND_NEWLINE)
+
+
+def decode_text(line: bytes) -> str:
+    return orjson.loads(line).encode("latin-1").decode("utf-8", "surrogateescape")
+
+
 class Spool:
     """Segments in `directory`; thread-safe (reader thread appends, writer thread reads)."""
 
     def __init__(self, directory: str | os.PathLike, max_bytes: int,
-                 encode: Callable[[dict], bytes], segment_bytes: int = SEGMENT_BYTES) -> None:
+                 encode: Callable[[Any], bytes], segment_bytes: int = SEGMENT_BYTES,
+                 decode: Callable[[bytes], Any] = decode_record) -> None:
         self.dir = Path(directory)
         self.max_bytes = max_bytes
         self.encode = encode
+        self.decode = decode
         self.segment_bytes = segment_bytes
         self.lock = threading.Lock()
         self.sizes: dict[int, int] = {}      # seq -> bytes on disk (or in the write buffer)
@@ -243,8 +258,9 @@ class Spool:
                     continue
                 self._roff += len(line)
                 try:
-                    rows.append(decode_record(line))
-                except (orjson.JSONDecodeError, ValueError, TypeError, IndexError):
+                    rows.append(self.decode(line))
+                except (orjson.JSONDecodeError, ValueError, TypeError, IndexError,
+                        AttributeError):
                     self.corrupt += 1
                     continue
                 self._ends.append((seq, self._roff))

@@ -63,7 +63,7 @@ class GPRINT(FileOutput):
         self._stamp_sec = -1
         self._stamp = ""
 
-    def write(self, record: dict) -> None:
+    def render(self, record: dict) -> str:
         parts = [self._now()] if self.timestamp else []
         append = parts.append
         get = record.get
@@ -71,7 +71,7 @@ class GPRINT(FileOutput):
             value = get(name)
             if value is not None:
                 append(prefix + render(value))
-        self.sink.write_line(",".join(parts) + "\n")
+        return ",".join(parts) + "\n"
 
     def _now(self) -> str:
         """`timestamp=` with the current local time, rendered once per second."""

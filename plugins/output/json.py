@@ -196,6 +196,9 @@ class JSON(FileOutput):
             super().start(loop)
 
     def write(self, record: dict) -> None:
+        self.out(self.render(record))
+
+    def render(self, record: dict) -> str:
         render = self._renders.get(tuple(record))
         if render is None:
             render = self._compile(record)
@@ -204,7 +207,7 @@ class JSON(FileOutput):
             line = render(record, ts)
         except TypeError:  # a string key holding no str: the generic way decides
             line = None
-        self.out(line if line is not None else self._generic(record))
+        return line if line is not None else self._generic(record)
 
     def _generic(self, record: dict) -> str:
         """The line built field by field: strings to escape, boolean_label, odd key sets."""

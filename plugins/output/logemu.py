@@ -30,11 +30,11 @@ class LOGEMU(FileOutput):
         self._stamp_sec = -1
         self._stamp = ""
 
-    def write(self, record: dict) -> None:
+    def render(self, record: dict) -> str:
         sec = record.get("oob.time.sec")
         if sec is None:
             sec = int(time.time())
         if sec != self._stamp_sec:
             self._stamp_sec = sec
             self._stamp = time.strftime("%b %e %H:%M:%S ", time.localtime(sec)) + self.host + " "
-        self.sink.write_line(self._stamp + record["print"])
+        return self._stamp + record["print"]

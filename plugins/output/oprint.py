@@ -64,7 +64,7 @@ class OPRINT(FileOutput):
             for key in self.stack_keys
         )
 
-    def write(self, record: dict) -> None:
+    def render(self, record: dict) -> str:
         parts = [BOUNDARY]
         append = parts.append
         get = record.get
@@ -72,4 +72,4 @@ class OPRINT(FileOutput):
             value = get(name)
             if value is not None:
                 append(prefix + render(value) + "\n")
-        self.sink.write_line("".join(parts))
+        return "".join(parts)
