@@ -14,7 +14,7 @@ from ulogpy.loop import Loop
 from ulogpy.ownlog import NOTICE, flush_log, python_level, reopen_logfile, setup_logging
 from ulogpy.plugin import Plugin, PluginError
 from ulogpy.registry import RegistryError
-from ulogpy.runner import Runner, report_counters
+from ulogpy.runner import PeriodicReport, Runner, report_counters
 from ulogpy.stack import Pipeline, build_pipeline
 
 log = logging.getLogger("ulogpy")
@@ -90,7 +90,7 @@ def run(opts) -> int:
     loop.after_batch = runner.after_batch
     loop.call_every(1.0, runner.tick)
     if config.global_options.stats_interval:
-        loop.call_every(config.global_options.stats_interval, lambda: report_counters(pipeline))
+        loop.call_every(config.global_options.stats_interval, PeriodicReport(pipeline))
     log.log(NOTICE, "initialization finished, entering main loop")
     try:
         loop.run()

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 
 from ulogpy.outqueue import OutputQueue
+from ulogpy.ownlog import NOTICE
 from ulogpy.plugin import Counters, OutputPlugin, Plugin, Tally
 from ulogpy.stack import Pipeline, Stack
 
@@ -177,7 +178,39 @@ def flush_outputs(outputs: list[OutputPlugin], force: bool = False) -> None:
                 log.error("%s: flush failed: %s", out, exc)
 
 
+#: Counters of events or records that did not make it (to the kernel's socket, into an
+#: output, into a database): a periodic report that sees one grow says so at NOTICE.
+LOSS_COUNTERS = frozenset({
+    "lost", "overruns", "dropped", "failed", "rejected", "truncated", "hash_full",
+    "write_errors", "recv_errors", "flush_failed",
+})
+
+
 def report_counters(pipeline: Pipeline, level: int = logging.INFO) -> None:
     """One log line per instance with its counters."""
     for inst in pipeline.instances():
         log.log(level, "counters %s: %s", inst, inst.counters)
+
+
+class PeriodicReport:
+    """The counters every `stats_interval` seconds: at INFO, except the instances that
+    lost something since the last report, which come at NOTICE with what grew (so a
+    daemon logging only notices still says, every interval, that it is losing events)."""
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.instances = pipeline.instances()
+        self.last: dict[Plugin, dict[str, int]] = {}
+
+    def __call__(self) -> None:
+        for inst in self.instances:
+            now = inst.counters.snapshot()
+            before = self.last.get(inst, {})
+            self.last[inst] = now
+            grew = {k: v - before.get(k, 0) for k, v in now.items()
+                    if k in LOSS_COUNTERS and v > before.get(k, 0)}
+            if grew:
+                since = ", ".join(f"{k} +{n}" for k, n in sorted(grew.items()))
+                log.log(NOTICE, "counters %s: %s (since the last report: %s)", inst,
+                        inst.counters, since)
+            else:
+                log.info("counters %s: %s", inst, inst.counters)

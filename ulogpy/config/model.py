@@ -69,7 +69,7 @@ class GlobalOptions(BaseModel):
     plugin: list[CStr] = []
     stack: list[CStr] = []
     #: ulogpy: seconds between counter reports in the log (0 = only on SIGUSR1 and at exit).
-    stats_interval: CInt = Field(default=0, ge=0)
+    stats_interval: CInt = Field(default=300, ge=0)
 
 
 MULTI_GLOBAL_KEYS = ("plugin", "stack")
