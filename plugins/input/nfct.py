@@ -60,6 +60,14 @@ def _lost_destroy_values(key: bytes, packed: bytes) -> dict:
     return {k: values[k] for k in _FLOW_KEYS if k in values}
 
 
+def _record_of(message: bytes) -> dict:
+    """The record of a conntrack message the hash kept (it decoded once already)."""
+    event = ct.decode_ct(message)
+    record = event.values if event is not None else {}
+    record["ct"] = message
+    return record
+
+
 def _check_mask(value: int) -> str | None:
     return None if 0 < value <= 7 else "must combine 1 (NEW), 2 (UPDATE), 4 (DESTROY)"
 
@@ -125,8 +133,10 @@ class NFCT(NetlinkInput):
         )
         self.filtering = self.filter.active
         self.hash_on = bool(cfg.hash_enable)
-        #: tuple key -> (start sec, start usec, latest keys) of flows seen alive.
-        self.flows: dict[object, tuple[int, int, dict]] = {}
+        #: Hash mode: tuple key -> (start sec, start usec, latest message) of the flows
+        #: seen alive.  The message as the kernel sent it, not its record: a record takes
+        #: six times the memory, and is only needed again when a flow vanishes unseen.
+        self.flows: dict[bytes, tuple[int, int, bytes]] = {}
         #: Event mode with NEW and DESTROY: tuple key -> `_ALIVE` of the flows seen
         #: starting, for the resync after an overrun.
         self.alive: dict[bytes, bytes] | None = None
@@ -257,17 +267,17 @@ class NFCT(NetlinkInput):
             record["flow.end.usec"] = usec
             self.emit(record)
         else:
-            self._track(key, event.start_ns, record)
+            self._track(key, event.start_ns, record["ct"])
 
-    def _track(self, key, start_ns: int | None, record: dict) -> None:
+    def _track(self, key: bytes, start_ns: int | None, message: bytes) -> None:
         """Remember a live flow (its start) or refresh what is known of it."""
         entry = self.flows.get(key)
         if entry is not None:
-            self.flows[key] = (entry[0], entry[1], record)
+            self.flows[key] = (entry[0], entry[1], message)
         elif len(self.flows) >= self.config.hash_max_entries:
             self.counters.add("hash_full")
         else:
-            self.flows[key] = (*_ns_split(start_ns or time.time_ns()), record)
+            self.flows[key] = (*_ns_split(start_ns or time.time_ns()), message)
 
     # -- overruns and resync --------------------------------------------------
     def after_overrun(self) -> None:
@@ -337,14 +347,15 @@ class NFCT(NetlinkInput):
             if self.filtering and not self.filter.accepts(event.values):
                 continue
             seen.add(event.tuple_key)
-            self._track(event.tuple_key, event.start_ns, event.values)
+            self._track(event.tuple_key, event.start_ns, event.values["ct"])
         if not emit_vanished:
             return
         # Gone from the kernel without a DESTROY seen: ulogd emits these with the start
         # only; ulogpy also sets the end to the time the disappearance was noticed.
         end_sec, end_usec = _ns_split(time.time_ns())
         for key in [k for k in self.flows if k not in seen]:
-            start_sec, start_usec, record = self.flows.pop(key)
+            start_sec, start_usec, message = self.flows.pop(key)
+            record = _record_of(message)
             record["ct.event"] = DESTROY
             record["flow.start.sec"], record["flow.start.usec"] = start_sec, start_usec
             record["flow.end.sec"], record["flow.end.usec"] = end_sec, end_usec
@@ -378,7 +389,7 @@ class NFCT(NetlinkInput):
                 if self.filtering and not self.filter.accepts(record):
                     continue
                 if self.hash_on:
-                    self._track(event.tuple_key, event.start_ns, dict(record))
+                    self._track(event.tuple_key, event.start_ns, record["ct"])
                 entry = self.flows.get(event.tuple_key)
                 if entry is not None:
                     record["flow.start.sec"], record["flow.start.usec"] = entry[0], entry[1]
