@@ -43,7 +43,7 @@ QUEUE_OPTIONS = (
            help="rows queued in memory before spooling (0: ring_buffer_size, else "
                 f"backlog_memcap/1024, else {DEFAULT_MEMORY_ROWS})"),
     Option("batch_rows", int, 500, ulogd=False, check=_positive,
-           help="rows per database transaction"),
+           help="rows per database transaction, at most (a quiet daemon writes what it has)"),
     Option("flush_timeout", int, 5, ulogd=False, check=_not_negative,
            help="seconds to flush to the database at exit before spooling the rest"),
     Option("reconnect_max", int, 60, ulogd=False, check=_positive,

