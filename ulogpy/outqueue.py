@@ -40,7 +40,7 @@ from collections import deque
 from collections.abc import Callable
 
 from ulogpy.plugin import Option, OutputPlugin
-from ulogpy.spool import Spool, decode_text, encode_record, encode_text
+from ulogpy.spool import Spool, decode_record, decode_text, encode_record, encode_text
 
 log = logging.getLogger("ulogpy.outqueue")
 
@@ -93,12 +93,10 @@ class OutputQueue:
         self._stopping = False
         self._spool: Spool | None = None
         if policy == "spool":
-            if output.renders_text:
-                self._spool = Spool(os.path.join(spool_dir, output.id), SPOOL_MAX_BYTES,
-                                    encode_text, decode=decode_text)
-            else:
-                self._spool = Spool(os.path.join(spool_dir, output.id), SPOOL_MAX_BYTES,
-                                    functools.partial(encode_record, keys=None))
+            encode, decode = (encode_text, decode_text) if output.renders_text else \
+                (functools.partial(encode_record, keys=None), decode_record)
+            self._spool = Spool(os.path.join(spool_dir, output.id), SPOOL_MAX_BYTES, encode,
+                                decode=decode)
             left = self._spool.open()
             if left:
                 log.log(25, "%s: %d spooled records from the last run will be written first",
@@ -206,8 +204,7 @@ class OutputQueue:
 
     # -- output side -------------------------------------------------------
     def _run(self) -> None:
-        write = self.output.write
-        write_lines = self.output.write_lines if self.output.renders_text else None
+        write_batch = self._write_lines if self.output.renders_text else self._write_records
         counters = self.counters
         while True:
             with self._cond:
@@ -225,26 +222,7 @@ class OutputQueue:
             if from_spool:
                 batches = [self._spool.read(SPOOL_BATCH)]  # type: ignore[union-attr]
             for batch in batches:
-                written = 0
-                if write_lines is not None:  # lines the runner rendered: one call a batch
-                    try:
-                        write_lines(batch)
-                        written = len(batch)
-                    except Exception as exc:
-                        counters.add("failed", len(batch))
-                        if counters.get("failed") <= LOGGED_FAILURES:
-                            log.error("%s failed on %d lines: %r", self.output, len(batch),
-                                      exc)
-                    batch = ()
-                for record in batch:
-                    try:
-                        write(record)
-                        written += 1
-                    except Exception as exc:
-                        counters.add("failed")
-                        if counters.get("failed") <= LOGGED_FAILURES:
-                            log.error("%s failed on an event: %r", self.output, exc)
-                counters.add("written", written)
+                counters.add("written", write_batch(batch))
                 self._safely(self.output.flush)
             if from_spool:
                 self._spool.commit(len(batches[0]))  # type: ignore[union-attr]
@@ -256,6 +234,32 @@ class OutputQueue:
                 self._cond.notify_all()
             if stopping and idle:
                 return
+
+    def _write_records(self, batch: list[dict]) -> int:
+        """Each record to the output's `write`; returns how many it took."""
+        write = self.output.write
+        written = 0
+        for record in batch:
+            try:
+                write(record)
+                written += 1
+            except Exception as exc:
+                self._failed(1, exc)
+        return written
+
+    def _write_lines(self, batch: list[str]) -> int:
+        """Lines the runner rendered, to the output in one call."""
+        try:
+            self.output.write_lines(batch)
+        except Exception as exc:
+            self._failed(len(batch), exc)
+            return 0
+        return len(batch)
+
+    def _failed(self, count: int, exc: Exception) -> None:
+        self.counters.add("failed", count)
+        if self.counters.get("failed") <= LOGGED_FAILURES:
+            log.error("%s failed on an event: %r", self.output, exc)
 
     def _safely(self, action: Callable[[], None]) -> None:
         try:
