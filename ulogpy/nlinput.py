@@ -33,12 +33,16 @@ class NetlinkInput(InputPlugin):
     #: The socket's name in error messages ("ctnetlink", "nfnetlink_log").
     socket_name: ClassVar[str] = "netlink"
     sock: socket.socket | None = None
-    #: The receive buffer as the kernel reports it, and how far it may grow.
+    #: The receive buffer as the kernel reports it (`maxsize`: how far it may grow).
     rcvbuf = 0
-    maxsize = 0
     growth_stopped = False
     #: The buffer datagrams are received into (`_receiver`), made on first use.
     _recv_buffer: bytearray | None = None
+
+    def __init__(self, instance_id: str, config) -> None:
+        super().__init__(instance_id, config)
+        #: The configured maximum; `size_buffer` (at start) may put ulogpy's default.
+        self.maxsize = config.netlink_socket_buffer_maxsize
 
     def recv_size(self) -> int:
         """The largest datagram read at once."""

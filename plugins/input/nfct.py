@@ -143,7 +143,6 @@ class NFCT(NetlinkInput):
         if not self.hash_on and not cfg.pollinterval and cfg.event_mask & 5 == 5:
             self.alive = {}
         self.sock = None
-        self.maxsize = cfg.netlink_socket_buffer_maxsize  # start: maybe the default
         self.loop = None
         self.resync_pending = False
 

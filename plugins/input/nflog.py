@@ -103,7 +103,6 @@ class NFLOG(NetlinkInput):
             | (nflog.NFULNL_CFG_F_CONNTRACK if cfg.attach_conntrack else 0)
         )
         self.sock: socket.socket | None = None
-        self.maxsize = cfg.netlink_socket_buffer_maxsize  # start: maybe the default
         self.loop = None
         #: The kernel numbers a group's packets from 0 once NFULNL_CFG_F_SEQ is set.
         self.next_seq = 0
