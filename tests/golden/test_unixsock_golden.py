@@ -34,12 +34,10 @@ import contextlib
 import difflib
 import os
 import re
-import select
 import socket
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -49,6 +47,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from tests.netns import Netns, wait_until
+from tests.streampeer import StreamPeer
 from tests.ulogd_ref import (
     ULOGD_BIN,
     ULOGD_PLUGIN_DIR,
@@ -173,51 +172,6 @@ def stacks_of(conf: str) -> list[tuple[str, list[str]]]:
     return result
 
 
-# -- collectors for the JSON socket modes --------------------------------------------
-
-
-class UnixCollector:
-    """A stream listener standing in for the JSON unix-mode peer; keeps what arrives."""
-
-    def __init__(self, path: Path) -> None:
-        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.listener.bind(str(path))
-        self.listener.listen(4)
-        self.data = bytearray()
-        self.lock = threading.Lock()
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        conns: list[socket.socket] = []
-        while not self.stopped.is_set():
-            ready, _, _ = select.select([self.listener, *conns], [], [], 0.05)
-            for s in ready:
-                if s is self.listener:
-                    conns.append(self.listener.accept()[0])
-                    continue
-                chunk = s.recv(65536)
-                if chunk:
-                    with self.lock:
-                        self.data += chunk
-                else:
-                    conns.remove(s)
-                    s.close()
-        for s in conns:
-            s.close()
-
-    def lines(self) -> list[str]:
-        with self.lock:
-            text = bytes(self.data).decode("utf-8", "replace")
-        return text.split("\n")[:-1]
-
-    def close(self) -> None:
-        self.stopped.set()
-        self.thread.join(5)
-        self.listener.close()
-
-
 # -- one daemon ------------------------------------------------------------------------
 
 
@@ -229,7 +183,7 @@ class Run:
     conf: str = ""
     error: str | None = None
     proc: UlogdProcess | None = None
-    unix: UnixCollector | None = None
+    unix: StreamPeer | None = None
     udp: subprocess.Popen | None = None
     returncode: int | None = None
     sockets: list[Path] = field(default_factory=list)
@@ -310,7 +264,7 @@ def prepare(ns: Netns, run: Run, sc: Scenario) -> None:
         con.close()
     outputs = {g.output for g in run.goldens}
     if "json.sock" in outputs:
-        run.unix = UnixCollector(run.dir / "json.sock")
+        run.unix = StreamPeer(socket.AF_UNIX, str(run.dir / "json.sock")).serve()
     if "udp" in outputs:
         ready = run.dir / "udp.txt.ready"
         run.udp = ns.popen([sys.executable, "-c", UDP_COLLECTOR, str(UDP_PORT[run.who]),
