@@ -43,10 +43,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from ulogpy.natlookup.flows import Query, rank  # noqa: E402
-from ulogpy.natlookup.jsonlog import JsonSource  # noqa: E402
-from ulogpy.natlookup.postgresql import PostgresSource  # noqa: E402
-from ulogpy.natlookup.sql import (  # noqa: E402
+from ulogpy.tools.natlookup.flows import Query, rank  # noqa: E402
+from ulogpy.tools.natlookup.jsonlog import JsonSource  # noqa: E402
+from ulogpy.tools.natlookup.postgresql import PostgresSource  # noqa: E402
+from ulogpy.tools.natlookup.sql import (  # noqa: E402
     POSTGRESQL,
     SQLITE,
     Dialect,
@@ -54,7 +54,7 @@ from ulogpy.natlookup.sql import (  # noqa: E402
     lookup_sql,
     rows_to_flows,
 )
-from ulogpy.natlookup.sqlite import SqliteSource  # noqa: E402
+from ulogpy.tools.natlookup.sqlite import SqliteSource  # noqa: E402
 
 T0 = 1_790_000_000
 SPAN = 30 * 86400

@@ -43,13 +43,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from ulogpy.plugins.filter.ifnames import InterfaceNames  # noqa: E402
+
 from tests.fixtures.recorded import load_records  # noqa: E402
 from ulogpy.config.load import load_config  # noqa: E402
-from ulogpy.ifnames import InterfaceNames  # noqa: E402
+from ulogpy.core.stack import Pipeline, build_pipeline  # noqa: E402
+from ulogpy.daemon.runner import Runner  # noqa: E402
 from ulogpy.netlink import conntrack as ct  # noqa: E402
 from ulogpy.netlink import nflog, nlsock  # noqa: E402
-from ulogpy.runner import Runner  # noqa: E402
-from ulogpy.stack import Pipeline, build_pipeline  # noqa: E402
 
 FIXTURES = ROOT / "tests" / "fixtures"
 #: The configurations of scripts/bench, minus the socket options.

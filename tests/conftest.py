@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -20,6 +21,21 @@ from tests.pgcluster import PgCluster, pg_skip_reason
 from tests.ulogd_ref import ulogd_skip_reason
 
 _REASONS: dict[str, str | None] = {}
+
+
+class _RefusePluginsTopLevel:
+    """The built-in plugins are `ulogpy.plugins` only: importing the source folder as a
+    top-level `plugins` would load every plugin module a second time, with classes that
+    are not the registry's."""
+
+    @staticmethod
+    def find_spec(name: str, path=None, target=None):
+        if name == "plugins" or name.startswith("plugins."):
+            raise ImportError(f"import {name!r} as 'ulogpy.{name}'")
+        return None
+
+
+sys.meta_path.insert(0, _RefusePluginsTopLevel())
 
 
 def _live_reason() -> str | None:

@@ -9,12 +9,10 @@ never a traceback.
 from __future__ import annotations
 
 import getopt
-import os
 import sys
 
 from ulogpy import ULOGD_COMPAT_VERSION, __version__
-
-DEFAULT_CONFIG = "/etc/ulogpy.toml"
+from ulogpy.config import DEFAULT_CONFIG
 
 USAGE = f"""ulogpy Version {__version__} (compatible with ulogd {ULOGD_COMPAT_VERSION})
 A Netfilter logging daemon: reads conntrack events and NFLOG packets and
@@ -53,11 +51,11 @@ class Options:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["db"]:
-        from ulogpy.db.cli import main as db_main
+        from ulogpy.tools.dbinit import main as db_main
 
         return db_main(argv[1:])
     if argv[:1] == ["nat-lookup"]:
-        from ulogpy.natlookup.cli import main as nat_lookup_main
+        from ulogpy.tools.natlookup.cli import main as nat_lookup_main
 
         return nat_lookup_main(argv[1:])
     try:
@@ -100,14 +98,14 @@ def main(argv: list[str] | None = None) -> int:
             opts.user = value
         elif flag == "--check":
             opts.check = True
-    from ulogpy.app import run
+    from ulogpy.daemon.app import run
 
     return run(opts)
 
 
 def _info(name: str) -> int:
-    from ulogpy.info import describe
-    from ulogpy.registry import RegistryError, registry
+    from ulogpy.core.info import describe
+    from ulogpy.core.registry import RegistryError, registry
 
     try:
         text = describe(name)
@@ -121,10 +119,3 @@ def _info(name: str) -> int:
         return 1
     sys.stdout.write(text)
     return 0
-
-
-def config_path(opts: Options) -> str | None:
-    """The file to read, or None for the embedded default."""
-    if opts.config:
-        return opts.config
-    return DEFAULT_CONFIG if os.path.exists(DEFAULT_CONFIG) else None

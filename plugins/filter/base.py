@@ -14,9 +14,9 @@ ulogd's pointers, so IP2STR prints the real ARP addresses.
 
 from __future__ import annotations
 
-from ulogpy.keys import RAW, U8, U16, U32, keys
+from ulogpy.core.keys import RAW, U8, U16, U32, keys
+from ulogpy.core.plugin import DataType, FilterPlugin
 from ulogpy.packet import KEYS, OK, TRUNCATED, decode_packet
-from ulogpy.plugin import DataType, FilterPlugin
 
 #: ulogd's output key order (`ulogd -i BASE`), which JSON and -i follow.
 _ORDER = (

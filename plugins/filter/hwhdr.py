@@ -12,8 +12,8 @@ returns ERR, ulogpy stops the event for this stack the same way (counted).
 
 from __future__ import annotations
 
-from ulogpy.keys import RAW, STRING, U16, keys
-from ulogpy.plugin import DataType, FilterPlugin
+from ulogpy.core.keys import RAW, STRING, U16, keys
+from ulogpy.core.plugin import DataType, FilterPlugin
 
 ARPHRD_ETHER, ARPHRD_VOID = 1, 0xFFFF
 ETH_ALEN, ETH_HLEN = 6, 14

@@ -11,9 +11,10 @@ packet is counted as `unknown_ifindex`.
 
 from __future__ import annotations
 
-from ulogpy import ifnames
-from ulogpy.keys import STRING, U32, keys
-from ulogpy.plugin import DataType, FilterPlugin, PluginError
+from ulogpy.plugins.filter import ifnames
+
+from ulogpy.core.keys import STRING, U32, keys
+from ulogpy.core.plugin import DataType, FilterPlugin, PluginError
 
 
 class IFINDEX(FilterPlugin):

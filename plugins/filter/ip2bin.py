@@ -7,9 +7,10 @@ off-by-one in its key loop), so `reply.ip.daddr.bin` is declared but never set.
 
 from __future__ import annotations
 
-from ulogpy.addrfamily import AF_INET, address_family, refuse
-from ulogpy.keys import IPADDR, U8, U16, KeyType, keys
-from ulogpy.plugin import DataType, FilterPlugin
+from ulogpy.plugins.filter.addrfamily import AF_INET, address_family, refuse
+
+from ulogpy.core.keys import IPADDR, U8, U16, KeyType, keys
+from ulogpy.core.plugin import DataType, FilterPlugin
 
 ADDRESS_KEYS = (
     "ip.saddr", "ip.daddr", "orig.ip.saddr", "orig.ip.daddr", "reply.ip.saddr", "reply.ip.daddr",

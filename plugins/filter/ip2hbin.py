@@ -12,9 +12,16 @@ converted (off-by-one), so `reply.ip.hdaddr` is declared but never set.
 
 from __future__ import annotations
 
-from ulogpy.addrfamily import AF_INET, MESSAGES, UNKNOWN_FAMILY, address_family, refuse
-from ulogpy.keys import IPADDR, U8, U16, keys
-from ulogpy.plugin import DataType, FilterPlugin
+from ulogpy.plugins.filter.addrfamily import (
+    AF_INET,
+    MESSAGES,
+    UNKNOWN_FAMILY,
+    address_family,
+    refuse,
+)
+
+from ulogpy.core.keys import IPADDR, U8, U16, keys
+from ulogpy.core.plugin import DataType, FilterPlugin
 
 ADDRESS_KEYS = (
     "ip.saddr", "ip.daddr", "orig.ip.saddr", "orig.ip.daddr", "reply.ip.saddr", "reply.ip.daddr",

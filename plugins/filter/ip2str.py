@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import socket
 
-from ulogpy.addrfamily import NFPROTO_IPV4, NFPROTO_IPV6, address_family, refuse
-from ulogpy.keys import IPADDR, STRING, U8, U16, keys
-from ulogpy.plugin import DataType, FilterPlugin
+from ulogpy.plugins.filter.addrfamily import NFPROTO_IPV4, NFPROTO_IPV6, address_family, refuse
+
+from ulogpy.core.keys import IPADDR, STRING, U8, U16, keys
+from ulogpy.core.plugin import DataType, FilterPlugin
 
 _ADDRESS_KEYS = (
     "ip.saddr", "ip.daddr", "orig.ip.saddr", "orig.ip.daddr",

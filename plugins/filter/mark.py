@@ -8,8 +8,8 @@ masked, so `mark=0x10 mask=0x0f` never matches.  Both options are C ints in ulog
 
 from __future__ import annotations
 
-from ulogpy.keys import U32, keys
-from ulogpy.plugin import DataType, FilterPlugin, Option
+from ulogpy.core.keys import U32, keys
+from ulogpy.core.plugin import DataType, FilterPlugin, Option
 
 
 class MARK(FilterPlugin):

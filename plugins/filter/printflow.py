@@ -6,8 +6,8 @@ Kept bug-compatible, since log parsers read these lines: ICMP prints
 
 from __future__ import annotations
 
-from ulogpy.keys import IPADDR, STRING, U8, U16, U32, U64, keys
-from ulogpy.plugin import DataType, FilterPlugin
+from ulogpy.core.keys import IPADDR, STRING, U8, U16, U32, U64, keys
+from ulogpy.core.plugin import DataType, FilterPlugin
 
 _EVENTS = {1: "[NEW] ", 2: "[UPDATE] ", 4: "[DESTROY] "}
 _PORTED = {6: "PROTO=TCP ", 17: "PROTO=UDP "}

@@ -15,8 +15,8 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable
 
-from ulogpy.keys import STRING, KeyType, keys
-from ulogpy.plugin import DataType, FilterPlugin
+from ulogpy.core.keys import STRING, KeyType, keys
+from ulogpy.core.plugin import DataType, FilterPlugin
 
 _INPUTS = (
     "oob.family", "oob.prefix", "oob.in", "oob.out", "oob.uid", "oob.gid", "oob.mark",

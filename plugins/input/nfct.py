@@ -24,13 +24,14 @@ import signal
 import struct
 import time
 
-from ulogpy.ctfilter import FlowFilter, check_networks, check_protocols
-from ulogpy.keys import IPADDR, RAW, U8, U16, U32, U64, Key, keys
+from ulogpy.plugins.input.ctfilter import FlowFilter, check_networks, check_protocols
+
+from ulogpy.core.keys import IPADDR, RAW, U8, U16, U32, U64, Key, keys
+from ulogpy.core.plugin import DataType, Option, PluginError
 from ulogpy.netlink import conntrack as ct
 from ulogpy.netlink import nlsock
 from ulogpy.netlink.attrs import MalformedMessage
-from ulogpy.nlinput import NetlinkInput
-from ulogpy.plugin import DataType, Option, PluginError
+from ulogpy.transports.netlink_input import NetlinkInput
 
 log = logging.getLogger("ulogpy.nfct")
 NEW, UPDATE, DESTROY = ct.EVENT_NEW, ct.EVENT_UPDATE, ct.EVENT_DESTROY

@@ -25,13 +25,13 @@ import struct
 import time
 from collections.abc import Iterable
 
-from ulogpy.keys import RAW, STRING, U8, U16, U32, keys
+from ulogpy.core.keys import RAW, STRING, U8, U16, U32, keys
+from ulogpy.core.plugin import DataType, Option, PluginError
+from ulogpy.daemon.ownlog import NOTICE
 from ulogpy.netlink import nflog, nlsock
 from ulogpy.netlink.attrs import MalformedMessage
 from ulogpy.netlink.nflog import PartialMessage
-from ulogpy.nlinput import NetlinkInput
-from ulogpy.ownlog import NOTICE
-from ulogpy.plugin import DataType, Option, PluginError
+from ulogpy.transports.netlink_input import NetlinkInput
 
 log = logging.getLogger("ulogpy.nflog")
 #: Families whose logger ulogd (un)binds for group 0 or bind=1: inet, inet6, bridge.

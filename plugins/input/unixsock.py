@@ -34,8 +34,8 @@ import stat
 import struct
 from collections.abc import Callable, Iterator
 
-from ulogpy.keys import RAW, STRING, U8, U16, U32, keys
-from ulogpy.plugin import Counters, DataType, InputPlugin, Option, PluginError
+from ulogpy.core.keys import RAW, STRING, U8, U16, U32, keys
+from ulogpy.core.plugin import Counters, DataType, InputPlugin, Option, PluginError
 
 log = logging.getLogger("ulogpy.unixsock")
 NOTICE = 25

@@ -22,10 +22,10 @@ from __future__ import annotations
 import socket
 import time
 
-from ulogpy.fileoutput import FileOutput
-from ulogpy.keytext import renderers
-from ulogpy.outqueue import QUEUE_OPTIONS
-from ulogpy.plugin import DataType, Option
+from ulogpy.core.plugin import DataType, Option
+from ulogpy.delivery.fileoutput import FileOutput
+from ulogpy.delivery.outqueue import QUEUE_OPTIONS
+from ulogpy.render.keytext import renderers
 
 
 def _ipaddr(value: object) -> str:

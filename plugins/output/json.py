@@ -29,13 +29,13 @@ import time
 from collections.abc import Callable
 from operator import itemgetter
 
-from ulogpy.fileoutput import FileOutput
-from ulogpy.jsontext import fstring_literal, json_string, key_prefix, needs_escape
-from ulogpy.keys import KeyType
-from ulogpy.outqueue import QUEUE_OPTIONS
-from ulogpy.ownlog import NOTICE
-from ulogpy.plugin import DataType, Option, PluginError
-from ulogpy.socketsink import Endpoint, SocketSink, check_unix_path
+from ulogpy.core.keys import KeyType
+from ulogpy.core.plugin import DataType, Option, PluginError
+from ulogpy.daemon.ownlog import NOTICE
+from ulogpy.delivery.fileoutput import FileOutput
+from ulogpy.delivery.outqueue import QUEUE_OPTIONS
+from ulogpy.render.jsontext import fstring_literal, json_string, key_prefix, needs_escape
+from ulogpy.transports.socketsink import Endpoint, SocketSink, check_unix_path
 
 log = logging.getLogger("ulogpy.json")
 _SKIPPED = {KeyType.IPADDR, KeyType.RAW, KeyType.RAWSTR, KeyType.INT64, KeyType.NONE}

@@ -5,10 +5,10 @@ from __future__ import annotations
 import socket
 import time
 
-from ulogpy.fileoutput import FileOutput
-from ulogpy.keys import STRING, U32, keys
-from ulogpy.outqueue import QUEUE_OPTIONS
-from ulogpy.plugin import DataType, Option
+from ulogpy.core.keys import STRING, U32, keys
+from ulogpy.core.plugin import DataType, Option
+from ulogpy.delivery.fileoutput import FileOutput
+from ulogpy.delivery.outqueue import QUEUE_OPTIONS
 
 
 class LOGEMU(FileOutput):

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import socket
 
-from ulogpy.fileoutput import FileOutput
-from ulogpy.keys import KeyType
-from ulogpy.keytext import Render, renderers
-from ulogpy.outqueue import QUEUE_OPTIONS
-from ulogpy.plugin import DataType, Option
+from ulogpy.core.keys import KeyType
+from ulogpy.core.plugin import DataType, Option
+from ulogpy.delivery.fileoutput import FileOutput
+from ulogpy.delivery.outqueue import QUEUE_OPTIONS
+from ulogpy.render.keytext import Render, renderers
 
 BOUNDARY = "===>PACKET BOUNDARY\n"
 

@@ -14,10 +14,10 @@ import logging
 import warnings
 from typing import TYPE_CHECKING
 
+from ulogpy.core.plugin import Option, PluginError
 from ulogpy.db.output import DEFAULT_MEMORY_ROWS, QUEUE_OPTIONS, DbOutput
 from ulogpy.db.pgstatement import ProcedureError, parse_procedure
 from ulogpy.db.redact import Redactor, secrets_of_conninfo
-from ulogpy.plugin import Option, PluginError
 
 if TYPE_CHECKING:  # psycopg (~0.2 s to import) is loaded only when a PGSQL stack is used
     from ulogpy.db.pgsink import PgSink

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ulogpy.core.plugin import Option, PluginError
 from ulogpy.db.output import QUEUE_OPTIONS, DbOutput
 from ulogpy.db.schema import sqlite_table_sql
 from ulogpy.db.sqlitesink import SqliteSink
-from ulogpy.plugin import Option, PluginError
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,8 +10,8 @@ from pathlib import Path
 import psycopg
 
 from ulogpy.config.model import options_model
-from ulogpy.keys import Key, KeyType
-from ulogpy.plugin import OutputPlugin
+from ulogpy.core.keys import Key, KeyType
+from ulogpy.core.plugin import OutputPlugin
 
 INTROSPECT = Path(__file__).resolve().parents[1] / "fixtures" / "introspect"
 SAMPLES = Path("/work/shared/spec/samples")

@@ -15,7 +15,7 @@ import pytest
 from ulogpy.plugins.output.pgsql import PGSQL
 
 from tests.db.helpers import SAMPLES, count, stack_keys, table_rows, wait_for
-from ulogpy.keys import KeyType
+from ulogpy.core.keys import KeyType
 
 STATEMENTS = SAMPLES / "pgsql" / "statements_sent_by_ulogd.sql"
 CTINS = ("CREATE TABLE ctins (orig_ip_saddr_str inet, orig_l4_dport integer, ct_event "

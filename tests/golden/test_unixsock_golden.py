@@ -57,7 +57,7 @@ from tests.ulogd_ref import (
     read_lines,
     ulogd_skip_reason,
 )
-from ulogpy.registry import registry
+from ulogpy.core.registry import registry
 
 pytestmark = pytest.mark.live  # namespaces (the JSON UDP mode sends to 127.0.0.1)
 

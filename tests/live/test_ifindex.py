@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 LOOP_SCRIPT = textwrap.dedent("""\
     import json, socket, subprocess, time
-    from ulogpy.loop import Loop
+    from ulogpy.daemon.loop import Loop
     from ulogpy.plugins.filter.ifindex import IFINDEX
 
     loop = Loop()

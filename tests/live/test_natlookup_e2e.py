@@ -33,8 +33,8 @@ import pytest
 from tests.netns import NatTopology, Netns, conntrack_reap, wait_until
 from tests.pgcluster import PgCluster, pg_skip_reason, ulogd_schema_sql
 from tests.ulogd_ref import ULOGPY, UlogdProcess, read_lines
-from ulogpy.natlookup.cli import main as nat_lookup
-from ulogpy.natlookup.sql import index_sql
+from ulogpy.tools.natlookup.cli import main as nat_lookup
+from ulogpy.tools.natlookup.sql import index_sql
 
 pytestmark = [pytest.mark.live]
 

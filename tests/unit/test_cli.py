@@ -9,7 +9,7 @@ import pytest
 
 from tests.ulogd_ref import ULOGPY
 from ulogpy import ULOGD_COMPAT_VERSION, __version__
-from ulogpy.registry import registry
+from ulogpy.core.registry import registry
 
 INTROSPECT = Path(__file__).resolve().parents[1] / "fixtures" / "introspect"
 ULOGD_PLUGIN_DIR = Path("/usr/lib/x86_64-linux-gnu/ulogd")

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from tests.ulogd_ref import ULOGPY
-from ulogpy.plugin import Kind
-from ulogpy.registry import registry
+from ulogpy.core.plugin import Kind
+from ulogpy.core.registry import registry
 
 CT_STACK = "stack=ct1:NFCT,ip2str1:IP2STR,print1:PRINTFLOW,emu1:LOGEMU"
 JSON_STACK = "stack=ct1:NFCT,ip2str1:IP2STR,json1:JSON"

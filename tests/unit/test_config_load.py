@@ -14,11 +14,11 @@ from tests.ulogd_ref import ULOGPY
 from ulogpy.config.errors import ConfigError
 from ulogpy.config.load import load_config, load_embedded_default
 from ulogpy.config.ulogdconf import parse_ulogd_conf
-from ulogpy.keys import STRING, U8, U16, keys
-from ulogpy.plugin import FilterPlugin, InputPlugin, OutputPlugin
-from ulogpy.registry import registry, validate_plugin_class
-from ulogpy.runner import attach
-from ulogpy.stack import Pipeline, build_pipeline, plugin_name_from_so
+from ulogpy.core.keys import STRING, U8, U16, keys
+from ulogpy.core.plugin import FilterPlugin, InputPlugin, OutputPlugin
+from ulogpy.core.registry import registry, validate_plugin_class
+from ulogpy.core.stack import Pipeline, build_pipeline, plugin_name_from_so
+from ulogpy.daemon.runner import attach
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "tests" / "fixtures" / "configs"

@@ -7,9 +7,9 @@ from __future__ import annotations
 import logging
 
 from ulogpy.config.load import load_config
-from ulogpy.ownlog import NOTICE
-from ulogpy.runner import PeriodicReport
-from ulogpy.stack import build_pipeline
+from ulogpy.core.stack import build_pipeline
+from ulogpy.daemon.ownlog import NOTICE
+from ulogpy.daemon.runner import PeriodicReport
 
 CONF = """\
 [global]

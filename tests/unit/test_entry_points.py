@@ -10,8 +10,8 @@ from pathlib import Path
 from tests.ulogd_ref import ULOGPY
 
 PLUGIN = textwrap.dedent('''
-    from ulogpy.keys import keys, STRING
-    from ulogpy.plugin import FilterPlugin, Option
+    from ulogpy.core.keys import keys, STRING
+    from ulogpy.core.plugin import FilterPlugin, Option
 
     class Upper(FilterPlugin):
         name = "UPPER"

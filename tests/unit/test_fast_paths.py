@@ -15,9 +15,9 @@ import pytest
 
 from tests.fixtures.recorded import load_records
 from ulogpy.config.load import load_config
+from ulogpy.core.stack import build_pipeline
 from ulogpy.netlink import conntrack, nlsock
 from ulogpy.netlink.attrs import MalformedMessage
-from ulogpy.stack import build_pipeline
 
 FIX = Path(__file__).resolve().parent.parent / "fixtures" / "conntrack"
 SLOTS = ("event", "msg_type", "flags", "family", "values", "start_ns", "stop_ns", "event_ns",

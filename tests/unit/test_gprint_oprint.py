@@ -26,10 +26,10 @@ import pytest
 from ulogpy.config.errors import ConfigError
 from ulogpy.config.load import load_config
 from ulogpy.config.model import options_model
-from ulogpy.keys import Key, KeyType
-from ulogpy.plugin import PluginError
-from ulogpy.registry import registry
-from ulogpy.stack import build_pipeline
+from ulogpy.core.keys import Key, KeyType
+from ulogpy.core.plugin import PluginError
+from ulogpy.core.registry import registry
+from ulogpy.core.stack import build_pipeline
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "unixsock"
 GPRINT_STACK = "uc:UNIXSOCK,base1:BASE,ip2str1:IP2STR,ip2bin1:IP2BIN,ip2hbin1:IP2HBIN,gp1:GPRINT"

@@ -18,12 +18,12 @@ from pathlib import Path
 import pytest
 
 from tests.ulogd_ref import ULOGPY
-from ulogpy.natlookup.cli import main
-from ulogpy.natlookup.errors import LookupFailed
-from ulogpy.natlookup.flows import DEFAULT_WINDOW, Flow, Query, normalize_ip, rank
-from ulogpy.natlookup.jsonlog import record_of
-from ulogpy.natlookup.merge import merge
-from ulogpy.natlookup.timeparse import parse_json_timestamp, parse_time, rfc3339
+from ulogpy.tools.natlookup.cli import main
+from ulogpy.tools.natlookup.errors import LookupFailed
+from ulogpy.tools.natlookup.flows import DEFAULT_WINDOW, Flow, Query, normalize_ip, rank
+from ulogpy.tools.natlookup.jsonlog import record_of
+from ulogpy.tools.natlookup.merge import merge
+from ulogpy.tools.natlookup.timeparse import parse_json_timestamp, parse_time, rfc3339
 
 PUB = "10.77.2.1"
 T0 = 1795729000  # 2026-11-26T21:36:40Z

@@ -16,12 +16,12 @@ import pytest
 from tests.pgcluster import PgCluster, ulogd_schema_sql
 from tests.unit.test_natlookup import PUB, T0, nfct_line
 from tests.unit.test_natlookup_sources import CT_COLUMNS, QUERIES, history, row_of, summary
-from ulogpy.natlookup.cli import main
-from ulogpy.natlookup.errors import LookupFailed
-from ulogpy.natlookup.flows import Query, rank
-from ulogpy.natlookup.jsonlog import JsonSource
-from ulogpy.natlookup.sources import parse_source
-from ulogpy.natlookup.sql import POSTGRESQL, index_sql, lookup_sql
+from ulogpy.tools.natlookup.cli import main
+from ulogpy.tools.natlookup.errors import LookupFailed
+from ulogpy.tools.natlookup.flows import Query, rank
+from ulogpy.tools.natlookup.jsonlog import JsonSource
+from ulogpy.tools.natlookup.sources import parse_source
+from ulogpy.tools.natlookup.sql import POSTGRESQL, index_sql, lookup_sql
 
 
 def uri(pg: PgCluster, db: str, **query: str) -> str:
@@ -111,7 +111,7 @@ def test_query_is_served_by_the_lookup_index(pg, ulogd_db) -> None:
 
 def test_table_override(pg, ulogd_db, monkeypatch) -> None:
     """`?table=`; a copy without the lookup index: a slow lookup says what is missing."""
-    from ulogpy.natlookup import sql
+    from ulogpy.tools.natlookup import sql
 
     pg.psql(ulogd_db, "CREATE TABLE nat_copy AS SELECT * FROM ulog2_ct;")
     monkeypatch.setattr(sql, "SLOW_S", -1.0)  # every lookup counts as slow

@@ -14,14 +14,14 @@ from pathlib import Path
 import pytest
 
 from tests.unit.test_natlookup import PUB, T0, nfct_line
-from ulogpy.natlookup import jsonlog, progress
-from ulogpy.natlookup.cli import main
-from ulogpy.natlookup.errors import LookupFailed
-from ulogpy.natlookup.flows import Query, rank
-from ulogpy.natlookup.jsonlog import JsonSource
-from ulogpy.natlookup.sources import config_sources, parse_source
-from ulogpy.natlookup.sql import SQLITE, index_sql, lookup_sql
-from ulogpy.natlookup.sqlite import SqliteSource
+from ulogpy.tools.natlookup import jsonlog, progress
+from ulogpy.tools.natlookup.cli import main
+from ulogpy.tools.natlookup.errors import LookupFailed
+from ulogpy.tools.natlookup.flows import Query, rank
+from ulogpy.tools.natlookup.jsonlog import JsonSource
+from ulogpy.tools.natlookup.sources import config_sources, parse_source
+from ulogpy.tools.natlookup.sql import SQLITE, index_sql, lookup_sql
+from ulogpy.tools.natlookup.sqlite import SqliteSource
 
 #: The `ulog2_ct` columns of ulogd's pgsql-ulogd2.sql, typed for SQLite.
 CT_COLUMNS = ("oob_family", "orig_ip_saddr_str", "orig_ip_daddr_str", "orig_ip_protocol",
@@ -217,7 +217,7 @@ def test_sqlite_with_ulogpy_db_schema_uses_an_index(tmp_path: Path) -> None:
 
 def test_slow_lookup_without_index_says_so(tmp_path: Path, monkeypatch) -> None:
     """An existing ulogd database without the lookup index: the (slow) lookup notes it."""
-    from ulogpy.natlookup import sql
+    from ulogpy.tools.natlookup import sql
 
     monkeypatch.setattr(sql, "SLOW_S", -1.0)  # every lookup counts as slow
     for name, index in (("bare.db", False), ("indexed.db", True)):

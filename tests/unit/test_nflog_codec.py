@@ -651,7 +651,7 @@ def test_read_loop_drains_counts_overruns_and_grows_the_buffer() -> None:
 
 
 def test_read_loop_is_bounded() -> None:
-    from ulogpy import nlinput as plugin_module
+    from ulogpy.transports import netlink_input as plugin_module
 
     plugin, out = make_plugin()
     one = message(HDR4, attr(nflog.NFULA_PREFIX, b"x\0"))

@@ -32,7 +32,7 @@ from tests.fixtures.packets.corpus import (
     unixsock_family,
 )
 from tests.fixtures.packets.render import as_json, as_oprint, ulogpy_base
-from ulogpy.keys import KeyType
+from ulogpy.core.keys import KeyType
 from ulogpy.packet import KEYS, OK, TRUNCATED, UNKNOWN, decode_packet
 from ulogpy.packet.fields import Field, Header, compile_header
 

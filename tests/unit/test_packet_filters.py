@@ -16,6 +16,7 @@ from types import SimpleNamespace
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from ulogpy.plugins.filter import ifnames
 from ulogpy.plugins.filter.hwhdr import HWHDR
 from ulogpy.plugins.filter.ifindex import IFINDEX
 from ulogpy.plugins.filter.ip2bin import IP2BIN
@@ -24,7 +25,6 @@ from ulogpy.plugins.filter.ip2str import IP2STR
 from ulogpy.plugins.filter.mark import MARK
 
 from tests import ulogd_so
-from ulogpy import ifnames
 from ulogpy.netlink import nlsock
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ulogpy.plugins.filter.base import BASE
 
-from ulogpy.keys import KeyType
+from ulogpy.core.keys import KeyType
 from ulogpy.netlink import attrs
 from ulogpy.netlink.attrs import MalformedMessage
 from ulogpy.netlink.conntrack import CT_TABLE, CtEvent, decode_ct

@@ -25,7 +25,7 @@ from ulogpy.plugins.filter.printpkt import PRINTPKT, format_packet
 from tests import ulogd_so
 from ulogpy.config.errors import ConfigError
 from ulogpy.config.load import load_config
-from ulogpy.stack import build_pipeline
+from ulogpy.core.stack import build_pipeline
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 LOGEMU_HEAD = re.compile(r"^\w{3} [ \d]\d \d\d:\d\d:\d\d \S+ ")
@@ -279,8 +279,8 @@ def test_stack_without_ifindex_names_the_missing_key(tmp_path: Path) -> None:
         [emu1]
         file="/dev/null"
         """))
-    pytest.importorskip("plugins.input.nflog")
-    pytest.importorskip("plugins.filter.base")
+    pytest.importorskip("ulogpy.plugins.input.nflog")
+    pytest.importorskip("ulogpy.plugins.filter.base")
     with pytest.raises(ConfigError) as err:
         build_pipeline(load_config(str(conf)))
     text = str(err.value)
@@ -288,8 +288,8 @@ def test_stack_without_ifindex_names_the_missing_key(tmp_path: Path) -> None:
 
 
 def test_canonical_stack_builds(tmp_path: Path) -> None:
-    pytest.importorskip("plugins.input.nflog")
-    pytest.importorskip("plugins.filter.base")
+    pytest.importorskip("ulogpy.plugins.input.nflog")
+    pytest.importorskip("ulogpy.plugins.filter.base")
     conf = tmp_path / "u.conf"
     conf.write_text(textwrap.dedent("""\
         [global]

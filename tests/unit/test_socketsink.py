@@ -20,10 +20,10 @@ import pytest
 
 from ulogpy.config.errors import ConfigError
 from ulogpy.config.load import load_config
-from ulogpy.loop import Loop
-from ulogpy.plugin import Counters
-from ulogpy.socketsink import Endpoint, SocketSink, check_unix_path
-from ulogpy.stack import build_pipeline
+from ulogpy.core.plugin import Counters
+from ulogpy.core.stack import build_pipeline
+from ulogpy.daemon.loop import Loop
+from ulogpy.transports.socketsink import Endpoint, SocketSink, check_unix_path
 
 
 class Peer:

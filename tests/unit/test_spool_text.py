@@ -8,7 +8,7 @@ the line, quotes and backslashes, UTF-8, and bytes that are no UTF-8 at all
 
 from __future__ import annotations
 
-from ulogpy.spool import Spool, decode_text, encode_text
+from ulogpy.delivery.spool import Spool, decode_text, encode_text
 
 LINES = [
     'Nov 27 00:01:02 fw IN=eth0 OUT= MAC=52:54:00:12:34:56 SRC=10.0.0.1 PROTO=UDP\n',

@@ -32,8 +32,8 @@ from tests.ulogd_ref import ULOGPY
 from ulogpy.config.errors import ConfigError
 from ulogpy.config.load import load_config
 from ulogpy.config.model import options_model
-from ulogpy.plugin import Counters, PluginError
-from ulogpy.stack import build_pipeline
+from ulogpy.core.plugin import Counters, PluginError
+from ulogpy.core.stack import build_pipeline
 
 IPV4_TCP = bytes.fromhex("4510002830394000400600000a0000010a000001") + bytes(20)
 IPV6_UDP = bytes.fromhex("6201234500140b3f") + bytes(32) + bytes(20)

@@ -13,7 +13,7 @@ import logging
 import threading
 from collections import deque
 
-from ulogpy.spool import Spool
+from ulogpy.delivery.spool import Spool
 
 log = logging.getLogger("ulogpy.db")
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ulogpy.keys import Key, KeyType
+from ulogpy.core.keys import Key, KeyType
 
 #: ulogd's key names are at most 31 characters.
 MAX_KEY_LEN = 31

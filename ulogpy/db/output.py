@@ -12,11 +12,11 @@ import logging
 import os
 import signal
 
+from ulogpy.core.keys import KeyType
+from ulogpy.core.plugin import DataType, Option, OutputPlugin, PluginError
 from ulogpy.db.backlog import Backlog
 from ulogpy.db.worker import Sink, Worker
-from ulogpy.keys import KeyType
-from ulogpy.plugin import DataType, Option, OutputPlugin, PluginError
-from ulogpy.spool import Spool, encode_record
+from ulogpy.delivery.spool import Spool, encode_record
 
 log = logging.getLogger("ulogpy.db")
 NOTICE = 25

@@ -16,12 +16,12 @@ from collections.abc import Sequence
 import psycopg
 from psycopg import sql
 
+from ulogpy.core.keys import Key
 from ulogpy.db.columns import ColumnError, map_columns
 from ulogpy.db.pgstatement import Procedure, build_statement
 from ulogpy.db.redact import Redactor
 from ulogpy.db.render import pg_renderer, row_builder
 from ulogpy.db.worker import Sink, SinkDown
-from ulogpy.keys import Key
 
 log = logging.getLogger("ulogpy.db")
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ulogpy.keys import KeyType
+from ulogpy.core.keys import KeyType
 
 Render = Callable[[Any], Any]
 _INTS = {KeyType.INT8, KeyType.INT16, KeyType.INT32, KeyType.INT64,

@@ -22,10 +22,10 @@ import os
 import sqlite3
 from collections.abc import Sequence
 
+from ulogpy.core.keys import Key
 from ulogpy.db.columns import ColumnError, map_columns
 from ulogpy.db.render import row_builder, sqlite_renderer
 from ulogpy.db.worker import Sink, SinkDown
-from ulogpy.keys import Key
 
 log = logging.getLogger("ulogpy.db")
 

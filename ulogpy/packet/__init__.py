@@ -13,7 +13,7 @@ are too few for it.
 
 from __future__ import annotations
 
-from ulogpy.keys import U16, Key
+from ulogpy.core.keys import U16, Key
 from ulogpy.packet.arp import ARP, ETH_P_ARP, decode_arp
 from ulogpy.packet.fields import OK, TRUNCATED, UNKNOWN, header_keys
 from ulogpy.packet.icmp import ICMP, ICMPV6

@@ -9,7 +9,7 @@ other address key, so IP2STR and PRINTPKT render the real addresses.
 
 from __future__ import annotations
 
-from ulogpy.keys import IPADDR, RAW, U16
+from ulogpy.core.keys import IPADDR, RAW, U16
 from ulogpy.packet.fields import Field, Header
 
 ETH_P_ARP = 0x0806

@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ulogpy.keys import Key, KeyType
+from ulogpy.core.keys import Key, KeyType
 
 #: Decoder results: the layer decoded completely, stopped because the bytes
 #: ran out, or the family/protocol is not one BASE decodes.

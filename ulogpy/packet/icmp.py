@@ -14,7 +14,7 @@ a host-order integer, so its address bytes are reversed compared with
 
 from __future__ import annotations
 
-from ulogpy.keys import IPADDR, U8, U16
+from ulogpy.core.keys import IPADDR, U8, U16
 from ulogpy.packet.fields import Field, Header
 
 IPPROTO_ICMP, IPPROTO_ICMPV6 = 1, 58

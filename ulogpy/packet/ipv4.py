@@ -16,7 +16,7 @@ total length, so nothing past the buffer is read.
 
 from __future__ import annotations
 
-from ulogpy.keys import IPADDR, U8, U16
+from ulogpy.core.keys import IPADDR, U8, U16
 from ulogpy.packet.fields import OK, TRUNCATED, Field, Header
 from ulogpy.packet.icmp import IPPROTO_ICMP, decode_icmp
 from ulogpy.packet.transport import (

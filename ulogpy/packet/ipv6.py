@@ -19,7 +19,7 @@ The walk over extension headers follows ulogd's BASE (spec 4.4):
 
 from __future__ import annotations
 
-from ulogpy.keys import IPADDR, U8, U16, U32, Key
+from ulogpy.core.keys import IPADDR, U8, U16, U32, Key
 from ulogpy.packet.fields import OK, TRUNCATED, Field, Header
 from ulogpy.packet.icmp import IPPROTO_ICMPV6, decode_icmpv6
 from ulogpy.packet.transport import (

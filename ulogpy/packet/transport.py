@@ -17,7 +17,7 @@ UDP-Lite (protocol 136) has the UDP layout but ulogd does not decode it: only
 
 from __future__ import annotations
 
-from ulogpy.keys import BOOL, U8, U16, U32, Key
+from ulogpy.core.keys import BOOL, U8, U16, U32, Key
 from ulogpy.packet.fields import Field, Header
 
 IPPROTO_TCP, IPPROTO_UDP, IPPROTO_SCTP, IPPROTO_UDPLITE = 6, 17, 132, 136

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from ulogpy.natlookup.errors import LookupFailed
+from ulogpy.tools.natlookup.errors import LookupFailed
 
 _EPOCH = re.compile(r"^@?\d{1,12}(\.\d{1,9})?$")
 # Offsets written without a colon (+0100, as ulogd's JSON does) get one, for fromisoformat.

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import socket
 
-from ulogpy.ownlog import NOTICE
+from ulogpy.daemon.ownlog import NOTICE
 
 AF_INET, AF_INET6 = socket.AF_INET, socket.AF_INET6
 NFPROTO_IPV4, NFPROTO_BRIDGE, NFPROTO_IPV6 = 2, 7, 10

@@ -7,11 +7,10 @@ Exit 0 when at least one flow matches, 1 when none does, 2 on an error
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
-from ulogpy.natlookup.errors import LookupFailed
-from ulogpy.natlookup.flows import (
+from ulogpy.tools.natlookup.errors import LookupFailed
+from ulogpy.tools.natlookup.flows import (
     DEFAULT_WINDOW,
     PORTED,
     Flow,
@@ -21,8 +20,8 @@ from ulogpy.natlookup.flows import (
     proto_number,
     rank,
 )
-from ulogpy.natlookup.output import endpoint, render_json, render_table
-from ulogpy.natlookup.timeparse import parse_time, rfc3339
+from ulogpy.tools.natlookup.output import endpoint, render_json, render_table
+from ulogpy.tools.natlookup.timeparse import parse_time, rfc3339
 
 PROG = "ulogpy nat-lookup"
 DESCRIPTION = """\
@@ -153,17 +152,11 @@ def _remote(text: str) -> tuple[str, int | None]:
 
 
 def pick_sources(args: argparse.Namespace, notes: list[str]) -> list:
-    from ulogpy.natlookup.sources import config_sources, parse_source
+    from ulogpy.tools.natlookup.sources import config_sources, parse_source
 
     if args.source:
         return [parse_source(s) for s in args.source]
-    if args.config:
-        path = args.config
-    else:  # as the daemon chooses its configuration
-        from ulogpy.cli import DEFAULT_CONFIG
-
-        path = DEFAULT_CONFIG if os.path.exists(DEFAULT_CONFIG) else None
-    name, sources, skipped = config_sources(path)
+    name, sources, skipped = config_sources(args.config)  # as the daemon chooses it
     notes.extend(skipped)
     if not sources:
         raise LookupFailed(f"{name}: no NFCT stack writes a history through IP2STR to "

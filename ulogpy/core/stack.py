@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 
 from ulogpy.config.errors import ConfigError, did_you_mean
 from ulogpy.config.model import Config, validate_instance
-from ulogpy.keys import Key
-from ulogpy.plugin import DataType, FilterPlugin, InputPlugin, Kind, OutputPlugin, Plugin
-from ulogpy.registry import registry
+from ulogpy.core.keys import Key
+from ulogpy.core.plugin import DataType, FilterPlugin, InputPlugin, Kind, OutputPlugin, Plugin
+from ulogpy.core.registry import registry
 
 log = logging.getLogger("ulogpy.stack")
 MAX_ID_LEN = 30
@@ -275,3 +275,20 @@ def _warn_type_mismatch(instances: list[Plugin]) -> None:
             if cur.input_type & DataType.SOURCE:
                 continue
             log.warning("type mismatch between %s and %s in stack", cur.name, prev.name)
+
+
+def load_pipeline(path: str | None) -> tuple[Config, Pipeline]:
+    """The configuration `-c path` means, with its stacks built (nothing started).
+
+    The daemon, `db init` and `nat-lookup` all start here; every problem is a
+    `ConfigError` (a broken third-party plugin included), so each caller has one
+    error to report.
+    """
+    from ulogpy.config.load import load
+    from ulogpy.core.registry import RegistryError
+
+    config = load(path)
+    try:
+        return config, build_pipeline(config)
+    except RegistryError as exc:
+        raise ConfigError(str(exc), file=config.path) from None

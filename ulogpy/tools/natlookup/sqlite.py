@@ -7,10 +7,10 @@ import sqlite3
 import time
 import urllib.parse
 
-from ulogpy.natlookup import sql as sql_module
-from ulogpy.natlookup.errors import LookupFailed
-from ulogpy.natlookup.flows import Flow, Query
-from ulogpy.natlookup.sql import (
+from ulogpy.tools.natlookup import sql as sql_module
+from ulogpy.tools.natlookup.errors import LookupFailed
+from ulogpy.tools.natlookup.flows import Flow, Query
+from ulogpy.tools.natlookup.sql import (
     DEFAULT_TABLE,
     SQLITE,
     check_table,

@@ -15,14 +15,14 @@ import os
 import urllib.parse
 from typing import Any, Protocol
 
-from ulogpy.natlookup.errors import LookupFailed
-from ulogpy.natlookup.flows import Flow, Query
-from ulogpy.natlookup.jsonlog import PREFIX as JSON_PREFIX
-from ulogpy.natlookup.jsonlog import JsonSource
-from ulogpy.natlookup.postgresql import SCHEMES as PG_SCHEMES
-from ulogpy.natlookup.postgresql import PostgresSource
-from ulogpy.natlookup.sqlite import PREFIX as SQLITE_PREFIX
-from ulogpy.natlookup.sqlite import SqliteSource
+from ulogpy.tools.natlookup.errors import LookupFailed
+from ulogpy.tools.natlookup.flows import Flow, Query
+from ulogpy.tools.natlookup.jsonlog import PREFIX as JSON_PREFIX
+from ulogpy.tools.natlookup.jsonlog import JsonSource
+from ulogpy.tools.natlookup.postgresql import SCHEMES as PG_SCHEMES
+from ulogpy.tools.natlookup.postgresql import PostgresSource
+from ulogpy.tools.natlookup.sqlite import PREFIX as SQLITE_PREFIX
+from ulogpy.tools.natlookup.sqlite import SqliteSource
 
 FORMS = "sqlite:///abs/path.db[?table=NAME], postgresql://...[?table=NAME] or json:PATH"
 HISTORY_OUTPUTS = ("JSON", "SQLITE3", "PGSQL")
@@ -47,11 +47,11 @@ def parse_source(text: str) -> Source:
 def config_sources(path: str | None) -> tuple[str, list[Source], list[str]]:
     """(config name, its histories, notes about stacks left out)."""
     from ulogpy.config.errors import ConfigError
-    from ulogpy.config.load import load_config, load_embedded_default
-    from ulogpy.stack import parse_stack_tokens
+    from ulogpy.config.load import load
+    from ulogpy.core.stack import parse_stack_tokens
 
     try:
-        config = load_config(path) if path else load_embedded_default()
+        config = load(path)
     except ConfigError as exc:
         raise LookupFailed(str(exc)) from None
     found: dict[str, Source] = {}
@@ -123,7 +123,7 @@ def _options(config: Any, inst_id: str, name: str, line: int | None) -> dict[str
     plugin, else the section as written (a ulogd.conf using a plugin ulogpy lacks)."""
     from ulogpy.config.errors import ConfigError
     from ulogpy.config.model import validate_instance
-    from ulogpy.registry import registry
+    from ulogpy.core.registry import registry
 
     cls = registry().get(name)
     if cls is not None:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ulogpy.plugin import Kind
-from ulogpy.registry import registry
-from ulogpy.stack import plugin_name_from_so
+from ulogpy.core.plugin import Kind
+from ulogpy.core.registry import registry
+from ulogpy.core.stack import plugin_name_from_so
 
 
 def describe(name_or_path: str) -> str | None:

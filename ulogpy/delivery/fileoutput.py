@@ -12,8 +12,8 @@ from __future__ import annotations
 import signal
 from typing import ClassVar
 
-from ulogpy.filesink import FileSink
-from ulogpy.plugin import OutputPlugin, PluginError
+from ulogpy.core.plugin import OutputPlugin, PluginError
+from ulogpy.transports.filesink import FileSink
 
 
 class FileOutput(OutputPlugin):

@@ -17,10 +17,10 @@ import logging
 import time
 from collections.abc import Callable
 
-from ulogpy.outqueue import OutputQueue
-from ulogpy.ownlog import NOTICE
-from ulogpy.plugin import Counters, OutputPlugin, Plugin, Tally
-from ulogpy.stack import Pipeline, Stack
+from ulogpy.core.plugin import Counters, OutputPlugin, Plugin, Tally
+from ulogpy.core.stack import Pipeline, Stack
+from ulogpy.daemon.ownlog import NOTICE
+from ulogpy.delivery.outqueue import OutputQueue
 
 log = logging.getLogger("ulogpy.runner")
 #: How many failures of one instance are logged in full before only counting.

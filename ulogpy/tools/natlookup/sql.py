@@ -21,9 +21,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ulogpy.natlookup.errors import LookupFailed
-from ulogpy.natlookup.flows import START_SLACK_S, Flow, Query
-from ulogpy.natlookup.merge import DESTROY, NEW, Record, merge
+from ulogpy.tools.natlookup.errors import LookupFailed
+from ulogpy.tools.natlookup.flows import START_SLACK_S, Flow, Query
+from ulogpy.tools.natlookup.merge import DESTROY, NEW, Record, merge
 
 DEFAULT_TABLE = "ulog2_ct"
 #: The index a lookup needs (created by `ulogpy db init` / the SQLITE3 output).

@@ -6,8 +6,8 @@ from typing import Any
 
 import orjson
 
-from ulogpy.natlookup.flows import Flow, Query, proto_name
-from ulogpy.natlookup.timeparse import rfc3339
+from ulogpy.tools.natlookup.flows import Flow, Query, proto_name
+from ulogpy.tools.natlookup.timeparse import rfc3339
 
 
 def as_dict(f: Flow, q: Query) -> dict[str, Any]:

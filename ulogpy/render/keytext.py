@@ -9,7 +9,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable
 
-from ulogpy.keys import KeyType
+from ulogpy.core.keys import KeyType
 
 Render = Callable[[object], str]
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import os
 
-from ulogpy.plugin import Counters
+from ulogpy.core.plugin import Counters
 
 log = logging.getLogger("ulogpy.filesink")
 #: Lines kept for retry while the file cannot be written; beyond that they are dropped (counted).

@@ -20,7 +20,7 @@ import ipaddress
 import math
 from dataclasses import dataclass
 
-from ulogpy.natlookup.errors import LookupFailed
+from ulogpy.tools.natlookup.errors import LookupFailed
 
 #: Protocol numbers and the names the output uses (/etc/protocols spellings where short).
 PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 33: "dccp", 47: "gre", 50: "esp", 51: "ah",

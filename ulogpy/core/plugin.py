@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from ulogpy.keys import Key
+from ulogpy.core.keys import Key
 
 
 class Kind(enum.Enum):

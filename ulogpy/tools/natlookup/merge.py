@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-from ulogpy.natlookup.flows import SAME_FLOW_S, Flow
+from ulogpy.tools.natlookup.flows import SAME_FLOW_S, Flow
 
 NEW, UPDATE, DESTROY = 1, 2, 4
 

@@ -18,9 +18,9 @@ import socket
 from collections.abc import Callable
 from typing import ClassVar
 
+from ulogpy.core.plugin import InputPlugin
+from ulogpy.daemon.ownlog import NOTICE
 from ulogpy.netlink import nlsock
-from ulogpy.ownlog import NOTICE
-from ulogpy.plugin import InputPlugin
 
 log = logging.getLogger("ulogpy.nlinput")
 #: Datagrams read per wake-up before the loop gets control back.

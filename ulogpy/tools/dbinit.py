@@ -71,19 +71,12 @@ def _report(label: str, created: list[str]) -> None:
 
 
 def _from_config(path: str | None, wanted: list[str]) -> int:
-    from ulogpy.cli import Options, config_path
     from ulogpy.config.errors import ConfigError
-    from ulogpy.config.load import load_config, load_embedded_default
-    from ulogpy.registry import RegistryError
-    from ulogpy.stack import build_pipeline
+    from ulogpy.core.stack import load_pipeline
 
-    opts = Options()
-    opts.config = path
     try:
-        file = config_path(opts)
-        config = load_config(file) if file else load_embedded_default()
-        pipeline = build_pipeline(config)
-    except (ConfigError, RegistryError) as exc:
+        config, pipeline = load_pipeline(path)
+    except ConfigError as exc:
         sys.stderr.write(f"ulogpy db: {exc}\n")
         return 1
     outputs = [o for o in pipeline.outputs if o.name in ("PGSQL", "SQLITE3")]

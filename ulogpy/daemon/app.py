@@ -8,14 +8,12 @@ import sys
 
 from ulogpy import __version__
 from ulogpy.config.errors import ConfigError
-from ulogpy.config.load import load_config, load_embedded_default
-from ulogpy.daemon import DaemonError, Daemonizer, PidFile, drop_privileges, lookup_user
-from ulogpy.loop import Loop
-from ulogpy.ownlog import NOTICE, flush_log, python_level, reopen_logfile, setup_logging
-from ulogpy.plugin import Plugin, PluginError
-from ulogpy.registry import RegistryError
-from ulogpy.runner import PeriodicReport, Runner, report_counters
-from ulogpy.stack import Pipeline, build_pipeline
+from ulogpy.core.plugin import Plugin, PluginError
+from ulogpy.core.stack import Pipeline, load_pipeline
+from ulogpy.daemon.loop import Loop
+from ulogpy.daemon.ownlog import NOTICE, flush_log, python_level, reopen_logfile, setup_logging
+from ulogpy.daemon.process import DaemonError, Daemonizer, PidFile, drop_privileges, lookup_user
+from ulogpy.daemon.runner import PeriodicReport, Runner, report_counters
 
 log = logging.getLogger("ulogpy")
 
@@ -26,16 +24,12 @@ def _fail(message: str) -> int:
 
 
 def run(opts) -> int:
-    from ulogpy.cli import config_path
-
-    path = config_path(opts)
     user = None
     try:
         if opts.user:
             user = lookup_user(opts.user)
-        config = load_config(path) if path else load_embedded_default()
-        pipeline = build_pipeline(config)
-    except (ConfigError, DaemonError, RegistryError) as exc:
+        config, pipeline = load_pipeline(opts.config)
+    except (ConfigError, DaemonError) as exc:
         return _fail(str(exc))
     if opts.check:
         sys.stdout.write(

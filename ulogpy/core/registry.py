@@ -14,7 +14,7 @@ import pkgutil
 from functools import cache
 from importlib.metadata import entry_points
 
-from ulogpy.plugin import FilterPlugin, InputPlugin, Kind, OutputPlugin, Plugin
+from ulogpy.core.plugin import FilterPlugin, InputPlugin, Kind, OutputPlugin, Plugin
 
 ENTRY_POINT_GROUP = "ulogpy.plugins"
 _BASES = {Kind.INPUT: InputPlugin, Kind.FILTER: FilterPlugin, Kind.OUTPUT: OutputPlugin}

@@ -22,11 +22,11 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from ulogpy.natlookup.errors import LookupFailed
-from ulogpy.natlookup.flows import Flow, Query, same_ip
-from ulogpy.natlookup.merge import DESTROY, NEW, Record, merge
-from ulogpy.natlookup.progress import Progress
-from ulogpy.natlookup.timeparse import parse_json_timestamp
+from ulogpy.tools.natlookup.errors import LookupFailed
+from ulogpy.tools.natlookup.flows import Flow, Query, same_ip
+from ulogpy.tools.natlookup.merge import DESTROY, NEW, Record, merge
+from ulogpy.tools.natlookup.progress import Progress
+from ulogpy.tools.natlookup.timeparse import parse_json_timestamp
 
 PREFIX = "json:"
 _ROTATED = re.compile(r"(\.\d+|-\d{8,10})(\.gz)?$")

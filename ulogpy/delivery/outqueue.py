@@ -39,8 +39,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from ulogpy.plugin import Option, OutputPlugin
-from ulogpy.spool import Spool, decode_record, decode_text, encode_record, encode_text
+from ulogpy.core.plugin import Option, OutputPlugin
+from ulogpy.delivery.spool import Spool, decode_record, decode_text, encode_record, encode_text
 
 log = logging.getLogger("ulogpy.outqueue")
 

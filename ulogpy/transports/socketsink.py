@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 
-from ulogpy.plugin import Counters
+from ulogpy.core.plugin import Counters
 
 log = logging.getLogger("ulogpy.socketsink")
 
