@@ -4,6 +4,8 @@
   added, renamed and deleted while the loop runs; the names must follow through the
   rtnetlink notifications alone (no reload of the table), and a deleted index must give
   "" (counted), not the previous name.
+* The names IFINDEX gives equal those pyroute2 (a test dependency only: the daemon keeps
+  its own small rtnetlink codec) reports for the same namespace.
 * The whole daemon next to ulogd 2.0.8 in one namespace, on the same NFLOG packets
   (each rule logs to both daemons' groups): packets leave through a veth interface that
   is renamed, and through one created after both daemons started; the PRINTPKT lines
@@ -98,6 +100,58 @@ def test_cache_follows_links_inside_the_loop(netns: Netns) -> None:
     assert seen["dumps_before_lookup"] == 1
     assert seen["after_delete"] == "" and seen["unknown"] == 1
     assert seen["lo"] == "lo"
+
+
+# -- pyroute2 as the oracle ------------------------------------------------------------------
+RESOLVE_SCRIPT = textwrap.dedent("""\
+    import json, sys
+    from ulogpy.daemon.loop import Loop
+    from ulogpy.plugins.filter.ifindex import IFINDEX
+
+    loop = Loop()
+    plugin = IFINDEX("ifi1", None)
+    plugin.configure()
+    plugin.start(loop)
+    names = {}
+    for index in json.loads(sys.argv[1]):
+        record = {"oob.ifindex_in": index, "oob.ifindex_out": index}
+        plugin.interp(record)
+        names[index] = [record["oob.in"], record["oob.out"]]
+    print(json.dumps({"names": names, "unknown": plugin.counters.get("unknown_ifindex")}))
+    plugin.stop()
+    loop.close()
+""")
+
+
+def test_names_are_those_pyroute2_reports(netns: Netns) -> None:
+    """IFINDEX's own rtnetlink codec against pyroute2, the standard Python netlink library,
+    reading the same namespace from outside it (`NetNS`): every index has pyroute2's name.
+    The links cover indexes past 16 bits, a 15-byte (longest) name, a UTF-8 name, a
+    bridge, a link renamed and one deleted before the look-up (its index gives "")."""
+    pyroute2 = pytest.importorskip("pyroute2")
+    netns.ip("link", "add", "name", "big-a", "index", "4242", "type", "veth",
+             "peer", "name", "big-b", "index", "70000")
+    netns.ip("link", "add", "fifteen-chars-x", "type", "veth", "peer", "name", "w\u00e4n0")
+    netns.ip("link", "add", "br0", "type", "bridge")
+    netns.ip("link", "add", "old0", "type", "veth", "peer", "name", "gone0")
+    netns.ip("link", "set", "old0", "name", "renamed0")
+    with pyroute2.NetNS(netns.name) as ipr:
+        gone = ipr.link_lookup(ifname="gone0")[0]
+        netns.ip("link", "del", "renamed0")  # takes its peer gone0 with it
+        netns.ip("link", "add", "new0", "type", "veth", "peer", "name", "new0peer")
+        oracle = {link["index"]: link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
+    assert {4242: "big-a", 70000: "big-b"}.items() <= oracle.items()
+    assert {"lo", "fifteen-chars-x", "w\u00e4n0", "br0", "new0", "new0peer"} <= set(
+        oracle.values())
+    assert gone not in oracle and "renamed0" not in oracle.values()
+
+    out = netns.python(["-c", RESOLVE_SCRIPT, json.dumps([*oracle, gone])],
+                       cwd=str(REPO), timeout=30).stdout
+    result = json.loads(out.strip().splitlines()[-1])
+    names = {int(index): pair for index, pair in result["names"].items()}
+    assert {index: names[index] for index in oracle} == {
+        index: [name, name] for index, name in oracle.items()}
+    assert names[gone] == ["", ""] and result["unknown"] == 2
 
 
 # -- the daemon against ulogd ----------------------------------------------------------------
