@@ -11,7 +11,7 @@ Prints CPU microseconds per event for each stage:
 
 * decode (codec): the netlink codec alone (`decode_ct` / `decode_packet`);
 * input plugin, rest: the input's per-message handling beyond the codec
-  (`_handle` / `_datagram`), `emit` a no-op;
+  (`_handle` / `receive`), `emit` a no-op;
 * one line per filter (`interp` on a fresh copy of its input record, the copy
   itself subtracted);
 * runner + queue hand-over: `emit` -> generated chain -> output queue ->
@@ -164,7 +164,7 @@ def stages(scenario: str, seconds: float) -> list[tuple[str, float]]:
             feed = nflog_datagrams()
             base = inp.base
             decode = per_item(lambda d: nflog.decode_packet(d, 0, len(d), base), feed, seconds)
-            feed_one = inp._datagram
+            feed_one = inp.receive
         rows.append(("decode (codec)", decode))
         inp.emit = lambda record: None
         rows.append(("input plugin, rest", per_item(feed_one, feed, seconds) - decode))
@@ -183,31 +183,16 @@ def stages(scenario: str, seconds: float) -> list[tuple[str, float]]:
                 interp(r)
         rows.append(("runner + queue hand-over", hand_over(pipeline, records, seconds)))
         out = stack.output
-        sink = out.sink
-        pending = sink.pending
-        write = out.write
-
-        def render(record: dict) -> None:
-            write(record)
-            if len(pending) >= 4096:
-                pending.clear()
-
-        rows.append(("JSON render", per_item(render, records, seconds)))
-        pending.clear()
+        rows.append(("JSON render", per_item(out.render, records, seconds)))
         lines = 256
-        for r in records * (lines // len(records) + 1):
-            write(r)
-        block = pending[:lines]
-
-        def flush(_: object) -> None:
-            pending.extend(block)
-            sink.flush(True)
-
-        rows.append(("file write", per_item(flush, [None], seconds / 2) / lines))
+        block = [out.render(r) for r in records * (lines // len(records) + 1)][:lines]
+        transport = out.transport
+        transport.open()
+        rows.append(("file write", per_item(lambda _: transport.write(block), [None],
+                                            seconds / 2) / lines))
+        transport.close()
         rows.append(("sum of the stages", sum(us for _name, us in rows)))
         rows.append(("whole path (one run)", full(pipeline, feed, feed_one, 256, seconds)))
-        for o in pipeline.outputs:
-            o.stop()
     return rows
 
 
@@ -218,14 +203,11 @@ def hand_over(pipeline: Pipeline, records: list[dict], seconds: float) -> float:
     out = stack.output
     for filt in stack.filters:
         filt.interp = lambda record: None
-    out.write = lambda record: None
     out.render = lambda record: ""
-    out.write_lines = lambda lines: None
-    out.flush = lambda force=False: None
-    runner = Runner(pipeline)
+    real, out.transport = out.transport, _Discard()
+    runner = Runner(pipeline, None)
     runner.start()
     emit = pipeline.inputs[0].emit
-    queues = list(runner.queues.values())
 
     def batch(_: object) -> None:
         for record in records * 8:
@@ -235,19 +217,35 @@ def hand_over(pipeline: Pipeline, records: list[dict], seconds: float) -> float:
     try:
         cost = per_item(batch, [None], seconds) / (len(records) * 8)
     finally:
-        for queue in queues:
-            queue.request_stop()
-            queue.join(30)
+        runner.shutdown()
         for filt in stack.filters:
             del filt.interp
-        del out.write, out.render, out.write_lines, out.flush
+        del out.render
+        out.transport = real
     return cost
+
+
+class _Discard:
+    """A transport that takes every line and keeps none (the hand-over measured alone)."""
+
+    nonblocking = False
+    target = "nowhere"
+
+    def open(self) -> None:
+        pass
+
+    def write(self, items: list) -> int:
+        return len(items)
+
+    def close(self) -> None:
+        pass
 
 
 def full(pipeline: Pipeline, feed: list, feed_one: Callable, batch: int,
          seconds: float) -> float:
     """Process CPU per event for the whole in-process path, writer thread included."""
-    runner = Runner(pipeline)
+    runner = Runner(pipeline, None)
+    runner.open(pipeline.stacks[0].output)
     runner.start()
     after = runner.after_batch
     per_msg = max(1, len(_emitted(pipeline, feed, feed_one)) // len(feed))
@@ -263,9 +261,7 @@ def full(pipeline: Pipeline, feed: list, feed_one: Callable, batch: int,
                 after()
         after()
         n += len(feed) * per_msg
-    for q in runner.queues.values():
-        q.request_stop()
-        q.join(30)
+    runner.shutdown()
     return (time.process_time() - start) / n * 1e6
 
 
@@ -281,8 +277,8 @@ def _emitted(pipeline: Pipeline, feed: Iterable, feed_one: Callable) -> list:
 
 
 def profile(scenario: str, seconds: float) -> None:
-    """cProfile of the whole in-process path, the output written inline (no thread), so
-    that one profiler sees everything."""
+    """cProfile of the reader's side of the whole in-process path (the writer threads are
+    not profiled: `file write` above measures them)."""
     with tempfile.TemporaryDirectory() as tmpdir:
         pipeline = build(scenario, Path(tmpdir))
         inp = pipeline.inputs[0]
@@ -294,10 +290,11 @@ def profile(scenario: str, seconds: float) -> None:
                 return handle(*m)
         else:
             msgs = nflog_datagrams()
-            feed_one = inp._datagram
+            feed_one = inp.receive
+        runner = Runner(pipeline, None)
         for out in pipeline.outputs:
-            out.queued = False
-        runner = Runner(pipeline)
+            runner.open(out)
+        runner.start()
         prof = cProfile.Profile()
         prof.enable()
         deadline = time.monotonic() + seconds
@@ -305,9 +302,8 @@ def profile(scenario: str, seconds: float) -> None:
             for item in msgs:
                 feed_one(item)
             runner.after_batch()
-            for out in pipeline.outputs:
-                out.flush(True)
         prof.disable()
+        runner.shutdown()
         pstats.Stats(prof).sort_stats("tottime").print_stats(25)
 
 

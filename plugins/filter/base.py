@@ -15,7 +15,7 @@ ulogd's pointers, so IP2STR prints the real ARP addresses.
 from __future__ import annotations
 
 from ulogpy.core.keys import RAW, U8, U16, U32, keys
-from ulogpy.core.plugin import DataType, FilterPlugin
+from ulogpy.core.plugin import DataType, FilterPlugin, counters
 from ulogpy.packet import KEYS, OK, TRUNCATED, decode_packet
 
 #: ulogd's output key order (`ulogd -i BASE`), which JSON and -i follow.
@@ -44,6 +44,9 @@ if set(_ORDER) != set(KEYS) or len(_ORDER) != len(KEYS):  # pragma: no cover - i
 class BASE(FilterPlugin):
     name = "BASE"
     description = "Decode the IPv4/IPv6/ARP headers of a raw packet"
+    counter_table = counters(
+        ("truncated", False, "packets whose headers end early (fields left out)"),
+    )
     input_type = DataType.RAW
     output_type = DataType.PACKET
     input_keys = keys(

@@ -13,7 +13,7 @@ returns ERR, ulogpy stops the event for this stack the same way (counted).
 from __future__ import annotations
 
 from ulogpy.core.keys import RAW, STRING, U16, keys
-from ulogpy.core.plugin import DataType, FilterPlugin
+from ulogpy.core.plugin import DataType, FilterPlugin, counters
 
 ARPHRD_ETHER, ARPHRD_VOID = 1, 0xFFFF
 ETH_ALEN, ETH_HLEN = 6, 14
@@ -24,6 +24,12 @@ MAX_TEXT_BYTES = (128 - 1) // 3
 class HWHDR(FilterPlugin):
     name = "HWHDR"
     description = "Format the hardware header and addresses as text"
+    counter_table = counters(
+        ("no_addrlen", False, "packets without a hardware address length"),
+        ("no_mac_len", False, "packets without a MAC header length"),
+        ("short_header", False, "MAC headers shorter than their type needs"),
+        ("too_long", False, "MAC headers too long to print"),
+    )
     input_type = DataType.PACKET
     output_type = DataType.PACKET
     input_keys = keys(

@@ -1,7 +1,7 @@
 """IFINDEX: interface indexes (`oob.ifindex_in/out`) to names (`oob.in`, `oob.out`).
 
 Both outputs are always set: index 0 or no index gives "" (as ulogd).  Names come from
-the process-wide rtnetlink cache (`ulogpy.ifnames`), so a look-up is one dict `get`.
+the process-wide rtnetlink cache (`ulogpy.plugins.filter.ifnames`), so a look-up is one dict `get`.
 
 Fixed (spec 8.3 B8): for an index the kernel does not know, ulogd repeats the previous
 packet's name.  ulogpy reads the pending link notifications (and, at most once a
@@ -14,12 +14,16 @@ from __future__ import annotations
 from ulogpy.plugins.filter import ifnames
 
 from ulogpy.core.keys import STRING, U32, keys
-from ulogpy.core.plugin import DataType, FilterPlugin, PluginError
+from ulogpy.core.loopapi import LoopAPI
+from ulogpy.core.plugin import DataType, FilterPlugin, PluginError, counters
 
 
 class IFINDEX(FilterPlugin):
     name = "IFINDEX"
     description = "Name the input and output interfaces of a packet"
+    counter_table = counters(
+        ("unknown_ifindex", False, "interface indexes with no name"),
+    )
     input_type = DataType.PACKET | DataType.FLOW
     output_type = DataType.PACKET | DataType.FLOW
     input_keys = keys(("oob.ifindex_in", U32), ("oob.ifindex_out", U32))
@@ -30,7 +34,7 @@ class IFINDEX(FilterPlugin):
         self.cache = ifnames.InterfaceNames()
         self._shared = False
 
-    def start(self, loop) -> None:
+    def start(self, loop: LoopAPI) -> None:
         try:
             self.cache = ifnames.acquire(loop)
         except OSError as exc:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from ulogpy.plugins.filter.addrfamily import AF_INET, address_family, refuse
 
 from ulogpy.core.keys import IPADDR, U8, U16, KeyType, keys
-from ulogpy.core.plugin import DataType, FilterPlugin
+from ulogpy.core.plugin import DataType, FilterPlugin, counters
 
 ADDRESS_KEYS = (
     "ip.saddr", "ip.daddr", "orig.ip.saddr", "orig.ip.daddr", "reply.ip.saddr", "reply.ip.daddr",
@@ -23,6 +23,9 @@ _V4_MAPPED = "0x" + "00" * 10 + "ffff"
 class IP2BIN(FilterPlugin):
     name = "IP2BIN"
     description = "Convert IP addresses to 0x-prefixed hex (IPv4 mapped into IPv6)"
+    counter_table = counters(
+        ("bad_address", False, "addresses of an unknown family"),
+    )
     input_type = DataType.PACKET | DataType.FLOW
     output_type = DataType.PACKET | DataType.FLOW
     input_keys = keys(

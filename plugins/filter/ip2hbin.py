@@ -21,7 +21,7 @@ from ulogpy.plugins.filter.addrfamily import (
 )
 
 from ulogpy.core.keys import IPADDR, U8, U16, keys
-from ulogpy.core.plugin import DataType, FilterPlugin
+from ulogpy.core.plugin import DataType, FilterPlugin, counters
 
 ADDRESS_KEYS = (
     "ip.saddr", "ip.daddr", "orig.ip.saddr", "orig.ip.daddr", "reply.ip.saddr", "reply.ip.daddr",
@@ -38,6 +38,9 @@ _MESSAGES = {**MESSAGES, UNKNOWN_FAMILY: "Unknown protocol inside packet"}
 class IP2HBIN(FilterPlugin):
     name = "IP2HBIN"
     description = "Convert IPv4 addresses to host-order integers"
+    counter_table = counters(
+        ("bad_address", False, "addresses of an unknown family"),
+    )
     input_type = DataType.PACKET | DataType.FLOW
     output_type = DataType.PACKET | DataType.FLOW
     input_keys = keys(

@@ -7,7 +7,7 @@ import socket
 from ulogpy.plugins.filter.addrfamily import NFPROTO_IPV4, NFPROTO_IPV6, address_family, refuse
 
 from ulogpy.core.keys import IPADDR, STRING, U8, U16, keys
-from ulogpy.core.plugin import DataType, FilterPlugin
+from ulogpy.core.plugin import DataType, FilterPlugin, counters
 
 _ADDRESS_KEYS = (
     "ip.saddr", "ip.daddr", "orig.ip.saddr", "orig.ip.daddr",
@@ -28,6 +28,9 @@ MAX_TEXTS = 4096
 class IP2STR(FilterPlugin):
     name = "IP2STR"
     description = "Convert IP addresses to strings"
+    counter_table = counters(
+        ("bad_address", False, "addresses of an unknown family"),
+    )
     input_type = DataType.PACKET | DataType.FLOW
     output_type = DataType.PACKET | DataType.FLOW
     input_keys = keys(

@@ -15,6 +15,10 @@ mode with NEW and DESTROY, the plugin remembers the tuples of the flows it
 saw start (about 240 bytes each), so the dump tells which NEW and which
 DESTROY events were lost: those are emitted then, marked with the ulogpy
 key `ct.resync` = 1 (a DESTROY found that way ends at the time of the dump).
+
+What is remembered of the flows, and what a dump says was lost, is `ctflows`
+(no socket, unit-tested on recorded messages); this module reads the kernel,
+runs the timers and emits.
 """
 
 from __future__ import annotations
@@ -25,9 +29,11 @@ import struct
 import time
 
 from ulogpy.plugins.input.ctfilter import FlowFilter, check_networks, check_protocols
+from ulogpy.plugins.input.ctflows import FlowTable, LiveFlows, ns_split
 
 from ulogpy.core.keys import IPADDR, RAW, U8, U16, U32, U64, Key, keys
-from ulogpy.core.plugin import DataType, Option, PluginError
+from ulogpy.core.loopapi import LoopAPI
+from ulogpy.core.plugin import DataType, Option, PluginError, counters
 from ulogpy.netlink import conntrack as ct
 from ulogpy.netlink import nlsock
 from ulogpy.netlink.attrs import MalformedMessage
@@ -37,50 +43,30 @@ log = logging.getLogger("ulogpy.nfct")
 NEW, UPDATE, DESTROY = ct.EVENT_NEW, ct.EVENT_UPDATE, ct.EVENT_DESTROY
 #: nlmsg_len of the first message of a datagram.
 _MSG_LEN = struct.Struct("=I").unpack_from
-#: The keys of a DESTROY that only a resync saw (the flow's identity, no counters).
-_FLOW_KEYS = (
-    "orig.ip.saddr", "orig.ip.daddr", "orig.ip.protocol", "orig.l4.sport", "orig.l4.dport",
-    "reply.ip.saddr", "reply.ip.daddr", "reply.ip.protocol", "reply.l4.sport",
-    "reply.l4.dport", "icmp.code", "icmp.type", "ct.mark", "ct.id", "oob.family",
-    "oob.protocol",
-)
-#: What event mode keeps of a live flow besides its tuple key: start sec, start usec,
-#: ct.id, ct.mark, zone, family.  Packed, because a firewall may hold a million flows:
-#: about 240 bytes each with the key, where the NEW message in a tuple took 610.
-_ALIVE = struct.Struct("=IIIIHB")
-_ALIVE_PACK = _ALIVE.pack
-_ALIVE_ID = struct.Struct("=8xI").unpack_from
-
-
-def _lost_destroy_values(key: bytes, packed: bytes) -> dict:
-    """The `_FLOW_KEYS` of a flow `alive` kept, decoded from a message rebuilt from it."""
-    _sec, _usec, ct_id, mark, zone, family = _ALIVE.unpack(packed)
-    tuples = key[:-2] if zone else key  # (the key ends with the zone when there is one)
-    event = ct.decode_ct(ct.build_destroy_message(family, tuples, ct_id, mark, zone))
-    values = event.values if event is not None else {}
-    return {k: values[k] for k in _FLOW_KEYS if k in values}
-
-
-def _record_of(message: bytes) -> dict:
-    """The record of a conntrack message the hash kept (it decoded once already)."""
-    event = ct.decode_ct(message)
-    record = event.values if event is not None else {}
-    record["ct"] = message
-    return record
+#: How many failures of a timer or signal action are logged in full before only counting.
+LOGGED_FAILURES = 5
 
 
 def _check_mask(value: int) -> str | None:
     return None if 0 < value <= 7 else "must combine 1 (NEW), 2 (UPDATE), 4 (DESTROY)"
 
 
-def _ns_split(ns: int) -> tuple[int, int]:
-    return ns // 1_000_000_000, (ns // 1000) % 1_000_000
-
-
 class NFCT(NetlinkInput):
     name = "NFCT"
     socket_name = "ctnetlink"
     description = "Conntrack flows from the kernel (ctnetlink)"
+    counter_table = counters(
+        ("malformed", True, "conntrack messages that could not be decoded"),
+        ("ignored", False, "messages that are no conntrack event"),
+        ("filtered", False, "flows the accept filters left out"),
+        ("updates_ignored", False, "UPDATE events (not logged)"),
+        ("destroy_untracked", False, "DESTROY of a flow the hash never saw"),
+        ("hash_full", True, "flows not tracked: hash_max_entries reached"),
+        ("vanished", False, "flows gone without a DESTROY (found by a dump)"),
+        ("resyncs", False, "table dumps after an overrun"),
+        ("resync_new", False, "NEW events recovered by a resync"),
+        ("resync_destroy", False, "DESTROY events recovered by a resync"),
+    )
     output_type = DataType.FLOW
     section_required = True
     options = (
@@ -125,6 +111,8 @@ class NFCT(NetlinkInput):
 
     def configure(self) -> None:
         cfg = self.config
+        #: This instance's decoder, with the message shapes it has learnt.
+        self.decode = ct.CtDecoder().decode
         if cfg.pollinterval < 0:
             raise PluginError("pollinterval must be >= 0")
         if cfg.pollinterval and not cfg.hash_enable:
@@ -134,21 +122,20 @@ class NFCT(NetlinkInput):
         )
         self.filtering = self.filter.active
         self.hash_on = bool(cfg.hash_enable)
-        #: Hash mode: tuple key -> (start sec, start usec, latest message) of the flows
-        #: seen alive.  The message as the kernel sent it, not its record: a record takes
-        #: six times the memory, and is only needed again when a flow vanishes unseen.
-        self.flows: dict[bytes, tuple[int, int, bytes]] = {}
-        #: Event mode with NEW and DESTROY: tuple key -> `_ALIVE` of the flows seen
-        #: starting, for the resync after an overrun.
-        self.alive: dict[bytes, bytes] | None = None
+        #: Hash mode: the flows seen alive (empty in event mode, SIGUSR2 looks it up).
+        self.table = FlowTable(cfg.hash_max_entries, self.counters)
+        self._track = self.table.track
+        #: Event mode with NEW and DESTROY: the flows seen starting, for the resync
+        #: after an overrun.
+        self.live: LiveFlows | None = None
         if not self.hash_on and not cfg.pollinterval and cfg.event_mask & 5 == 5:
-            self.alive = {}
+            self.live = LiveFlows(self.counters)
         self.sock = None
         self.loop = None
         self.resync_pending = False
 
     # -- start / stop ---------------------------------------------------------
-    def start(self, loop) -> None:
+    def start(self, loop: LoopAPI) -> None:
         cfg = self.config
         self.loop = loop
         self._enable_sysctls()
@@ -196,7 +183,8 @@ class NFCT(NetlinkInput):
             self.sock = None
 
     # -- event mode -----------------------------------------------------------
-    def _datagram(self, data: bytes) -> None:
+    def receive(self, data: bytes) -> None:
+        """Every conntrack message of one datagram (the daemon's guard wraps this)."""
         try:
             if len(data) >= 4 and _MSG_LEN(data)[0] == len(data):
                 self._handle(data, 0, len(data))  # an event datagram holds one message
@@ -209,7 +197,7 @@ class NFCT(NetlinkInput):
 
     def _handle(self, data: bytes, offset: int, length: int) -> None:
         try:
-            event = ct.decode_ct(data, offset, length)
+            event = self.decode(data, offset, length)
         except MalformedMessage:
             self.counters.add("malformed")
             return
@@ -225,19 +213,17 @@ class NFCT(NetlinkInput):
         if self.hash_on:
             self._hash_event(kind, event, record)
         elif kind == NEW:
-            # _ns_split written out: this runs for every event
+            # ns_split written out: this runs for every event
             record["ct.event"] = NEW
             ns = event.start_ns or time.time_ns()
             record["flow.start.sec"] = sec = ns // 1_000_000_000
             record["flow.start.usec"] = usec = ns // 1000 % 1_000_000
-            if self.alive is not None:
-                self.alive[event.tuple_key] = _ALIVE_PACK(sec, usec, record["ct.id"],
-                                                          record["ct.mark"], event.zone,
-                                                          event.family)
+            if self.live is not None:
+                self.live.started(event, sec, usec)
             self.emit(record)
         elif kind == DESTROY:
-            if self.alive is not None:
-                self.alive.pop(event.tuple_key, None)
+            if self.live is not None:
+                self.live.ended(event.tuple_key)
             record["ct.event"] = DESTROY
             ns = event.start_ns
             if ns:
@@ -251,37 +237,15 @@ class NFCT(NetlinkInput):
             self.counters.add("updates_ignored")
 
     def _hash_event(self, kind: int, event, record: dict) -> None:
-        flows = self.flows
-        key = event.tuple_key
         if kind == DESTROY:
-            entry = flows.pop(key, None)
-            record["ct.event"] = DESTROY
-            if event.start_ns:  # the kernel's own start time beats our reception time of NEW
-                record["flow.start.sec"], record["flow.start.usec"] = _ns_split(event.start_ns)
-            elif entry is not None:
-                record["flow.start.sec"], record["flow.start.usec"] = entry[0], entry[1]
-            if entry is None:
-                self.counters.add("destroy_untracked")
-            sec, usec = _ns_split(event.stop_ns or time.time_ns())
-            record["flow.end.sec"] = sec
-            record["flow.end.usec"] = usec
+            self.table.destroy(event, record)
             self.emit(record)
         else:
-            self._track(key, event.start_ns, record["ct"])
-
-    def _track(self, key: bytes, start_ns: int | None, message: bytes) -> None:
-        """Remember a live flow (its start) or refresh what is known of it."""
-        entry = self.flows.get(key)
-        if entry is not None:
-            self.flows[key] = (entry[0], entry[1], message)
-        elif len(self.flows) >= self.config.hash_max_entries:
-            self.counters.add("hash_full")
-        else:
-            self.flows[key] = (*_ns_split(start_ns or time.time_ns()), message)
+            self._track(event.tuple_key, event.start_ns, record["ct"])
 
     # -- overruns and resync --------------------------------------------------
     def after_overrun(self) -> None:
-        if (self.hash_on or self.alive is not None) and not self.resync_pending:
+        if (self.hash_on or self.live is not None) and not self.resync_pending:
             self.resync_pending = True
             self.loop.call_later(self.config.netlink_resync_timeout, self._resync)
 
@@ -295,50 +259,32 @@ class NFCT(NetlinkInput):
                 self._resync_events()
         except OSError as exc:
             log.error("%s: resync failed: %s", self.id, exc)
+        except Exception as exc:  # a timer: nothing may escape into the loop
+            self._failed("resync", exc)
 
     def _resync_events(self) -> None:
         """Event mode: emit the NEW and DESTROY events an overrun cost, marked `ct.resync`."""
         self.on_readable()  # what the socket still holds first, so nothing is reported twice
-        alive = self.alive
-        assert alive is not None
-        now: dict[bytes, ct.CtEvent] = {}
-        for event in self._dump():
-            if not self.filtering or self.filter.accepts(event.values):
-                now[event.tuple_key] = event
-        end_sec, end_usec = _ns_split(time.time_ns())
-        for key, event in now.items():
-            known = alive.get(key)
-            if known is not None:
-                if _ALIVE_ID(known)[0] == event.values["ct.id"]:
-                    continue  # the same connection, already reported
-                # the tuple was reused by a new connection: the old one ended unseen
-                self._emit_lost_destroy(key, alive.pop(key), end_sec, end_usec)
-            record = event.values
-            sec, usec = _ns_split(event.start_ns or time.time_ns())
-            record.update({"ct.event": NEW, "flow.start.sec": sec, "flow.start.usec": usec,
-                           "ct.resync": 1})
-            alive[key] = _ALIVE_PACK(sec, usec, record["ct.id"], record["ct.mark"],
-                                     event.zone, event.family)
-            self.counters.add("resync_new")
+        assert self.live is not None
+        dumped = (event for event in self._dump()
+                  if not self.filtering or self.filter.accepts(event.values))
+        for record in self.live.resync(dumped):
             self.emit(record)
-        for key in [k for k in alive if k not in now]:
-            self._emit_lost_destroy(key, alive.pop(key), end_sec, end_usec)
-
-    def _emit_lost_destroy(self, key: bytes, packed: bytes, end_sec: int,
-                           end_usec: int) -> None:
-        start_sec, start_usec = _ALIVE.unpack(packed)[:2]
-        record = _lost_destroy_values(key, packed)
-        record.update({"ct.event": DESTROY, "flow.start.sec": start_sec,
-                       "flow.start.usec": start_usec, "flow.end.sec": end_sec,
-                       "flow.end.usec": end_usec, "ct.resync": 1})
-        self.counters.add("resync_destroy")
-        self.emit(record)
 
     def _poll(self) -> None:
         try:
             self._dump_into_hash(emit_vanished=True)
         except OSError as exc:
             log.error("%s: table dump failed: %s", self.id, exc)
+        except Exception as exc:  # a timer: nothing may escape into the loop
+            self._failed("table dump", exc)
+
+    def _failed(self, what: str, exc: Exception) -> None:
+        """A timer or signal action failed on something other than the socket: count it
+        as `failed` (a loss: what it should have emitted is gone) and log the first few."""
+        self.counters.add("failed")
+        if self.counters.get("failed") <= LOGGED_FAILURES:
+            log.error("%s: %s failed: %r", self.id, what, exc, exc_info=exc)
 
     def _dump_into_hash(self, emit_vanished: bool, reset_counters: bool = False) -> None:
         """Dump the kernel table into the hash; emit DESTROY for flows that vanished."""
@@ -350,16 +296,7 @@ class NFCT(NetlinkInput):
             self._track(event.tuple_key, event.start_ns, event.values["ct"])
         if not emit_vanished:
             return
-        # Gone from the kernel without a DESTROY seen: ulogd emits these with the start
-        # only; ulogpy also sets the end to the time the disappearance was noticed.
-        end_sec, end_usec = _ns_split(time.time_ns())
-        for key in [k for k in self.flows if k not in seen]:
-            start_sec, start_usec, message = self.flows.pop(key)
-            record = _record_of(message)
-            record["ct.event"] = DESTROY
-            record["flow.start.sec"], record["flow.start.usec"] = start_sec, start_usec
-            record["flow.end.sec"], record["flow.end.usec"] = end_sec, end_usec
-            self.counters.add("vanished")
+        for record in self.table.vanished(seen):  # gone from the kernel, no DESTROY seen
             self.emit(record)
 
     def _dump(self, reset_counters: bool = False):
@@ -368,7 +305,7 @@ class NFCT(NetlinkInput):
         try:
             for buf, offset, length in nlsock.dump(sock, request):
                 try:
-                    event = ct.decode_ct(buf, offset, length)
+                    event = self.decode(buf, offset, length)
                 except MalformedMessage:
                     self.counters.add("malformed")
                     continue
@@ -390,13 +327,15 @@ class NFCT(NetlinkInput):
                     continue
                 if self.hash_on:
                     self._track(event.tuple_key, event.start_ns, record["ct"])
-                entry = self.flows.get(event.tuple_key)
+                entry = self.table.get(event.tuple_key)
                 if entry is not None:
                     record["flow.start.sec"], record["flow.start.usec"] = entry[0], entry[1]
                 elif event.start_ns:
                     record["flow.start.sec"], record["flow.start.usec"] = \
-                        _ns_split(event.start_ns)
+                        ns_split(event.start_ns)
                 record["ct.event"] = UPDATE
                 self.emit(record)
         except OSError as exc:
             log.error("%s: SIGUSR2 dump failed: %s", self.id, exc)
+        except Exception as exc:  # the runner guards signals too; count it here as well
+            self._failed("SIGUSR2 dump", exc)

@@ -8,7 +8,8 @@ another process is refused with that process named.
 Unlike ulogd: every readiness drains the socket (bounded) instead of one
 `recv`; an overrun (ENOBUFS) is counted and grows the buffer from its
 current size up to `netlink_socket_buffer_maxsize`; the kernel always adds
-per-group sequence numbers, so each lost packet is counted (`lost`) even
+per-group sequence numbers, so each lost packet is counted (`lost`; a jump
+too large to be a loss is a reset, `seq_resets`, see `PLAUSIBLE_LOSS`) even
 though `oob.seq.local` is only exported with `seq_local=1` (so records stay
 as ulogd writes them); `netlink_socket_buffer_size` is applied even without
 a maximum (ulogd 2.0.8 then ignores it and logs "set to 0"), and with neither
@@ -26,7 +27,8 @@ import time
 from collections.abc import Iterable
 
 from ulogpy.core.keys import RAW, STRING, U8, U16, U32, keys
-from ulogpy.core.plugin import DataType, Option, PluginError
+from ulogpy.core.loopapi import LoopAPI
+from ulogpy.core.plugin import DataType, Option, PluginError, counters
 from ulogpy.daemon.ownlog import NOTICE
 from ulogpy.netlink import nflog, nlsock
 from ulogpy.netlink.attrs import MalformedMessage
@@ -38,8 +40,20 @@ log = logging.getLogger("ulogpy.nflog")
 SYSTEM_FAMILIES = (socket.AF_INET, socket.AF_INET6, socket.AF_BRIDGE)
 #: Seconds between two NOTICE lines about lost packets (the counter has every one).
 LOSS_LOG_INTERVAL = 10.0
-#: A sequence number this far behind the expected one is a restart, not a loss.
-_SEQ_BACKWARDS = 1 << 31
+#: The largest jump of the group's sequence number still counted as lost packets.  Losses
+#: happen while the socket is full, so the kernel drops at most what it logs while the
+#: daemon does not read: 2**20 packets is a stall of ten seconds at 100,000 logged
+#: packets per second.  A larger jump forward, or any jump backwards (2**32 - n in the
+#: same u32 arithmetic), means numbering started over -- the kernel's instance was
+#: unbound and bound again (it counts from 0, which after 2**31 packets also looks like
+#: a jump forward) -- or a damaged attribute: it is counted as `seq_resets`, and the
+#: next number expected follows the new one.  Why not larger: a damaged number lands
+#: within the bound with odds bound / 2**32, and is then counted as up to bound lost
+#: packets.  A real loss beyond it is not silent either: the kernel reports every
+#: overrun (ENOBUFS, counted as `overruns`) before the datagrams that show the gap.
+PLAUSIBLE_LOSS = 1 << 20
+#: Sequence resets logged (NOTICE) before they are only counted.
+LOGGED_RESETS = 5
 _U32 = 0xFFFFFFFF
 #: nlmsg_len of the first message of a datagram.
 _MSG_LEN = struct.Struct("=I").unpack_from
@@ -60,6 +74,13 @@ class NFLOG(NetlinkInput):
     name = "NFLOG"
     socket_name = "nfnetlink_log"
     description = "Packets logged to an nfnetlink_log group (nft log group / NFLOG target)"
+    counter_table = counters(
+        ("lost", True, "packets the kernel numbered but never delivered"),
+        ("malformed", True, "messages that could not be decoded"),
+        ("malformed_attrs", True, "packets with an attribute that could not be decoded"),
+        ("truncated", True, "datagrams cut short (messages lost)"),
+        ("seq_resets", False, "sequence numbers that jumped too far to be losses (a reset)"),
+    )
     output_type = DataType.RAW
     options = (
         Option("bufsize", int, 150000, check=_range(64, 1 << 30),
@@ -92,6 +113,8 @@ class NFLOG(NetlinkInput):
 
     def configure(self) -> None:
         cfg = self.config
+        #: This instance's decoder, with the message shapes it has learnt.
+        self.decode = nflog.NflogDecoder().decode
         self.group = cfg.group
         #: Keys every record carries whatever the kernel sent.
         self.base = {"raw.pktcount": 1, "raw.label": cfg.numeric_label, "oob.mark": 0}
@@ -111,7 +134,7 @@ class NFLOG(NetlinkInput):
         self.early: list[bytes] = []
 
     # -- start / stop ---------------------------------------------------------
-    def start(self, loop) -> None:
+    def start(self, loop: LoopAPI) -> None:
         cfg = self.config
         self.loop = loop
         try:
@@ -239,13 +262,14 @@ class NFLOG(NetlinkInput):
 
     def _replay_early(self) -> None:
         early, self.early = self.early, []
+        receive = self.receive  # the instance's: the daemon's guard wraps it
         for data in early:
-            self._datagram(data)
+            receive(data)
 
-    def _datagram(self, data: bytes) -> None:
+    def receive(self, data: bytes) -> None:
         """Every packet message of one datagram, in order."""
         now = None
-        decode = nflog.decode_packet
+        decode = self.decode
         base = self.base
         emit = self.emit
         export_seq = self.export_seq
@@ -290,10 +314,15 @@ class NFLOG(NetlinkInput):
 
     # -- losses ---------------------------------------------------------------
     def _gap(self, seq: int) -> None:
-        """Count the packets the kernel numbered but never delivered."""
+        """Count the packets the kernel numbered but never delivered (the caller then
+        expects `seq + 1`, whether this was a loss or a reset)."""
         missing = (seq - self.next_seq) & _U32
-        if missing >= _SEQ_BACKWARDS:  # went backwards: not ours to count
+        if missing > PLAUSIBLE_LOSS:  # numbering started over (or backwards): no loss
             self.counters.add("seq_resets")
+            if self.counters.get("seq_resets") <= LOGGED_RESETS:
+                log.log(NOTICE, "%s: sequence number of group %d jumped from %d to %d: "
+                        "counted as a reset (seq_resets), not as lost packets", self.id,
+                        self.group, self.next_seq, seq)
             return
         self.counters.add("lost", missing)
         now = time.monotonic()

@@ -35,7 +35,8 @@ import struct
 from collections.abc import Callable, Iterator
 
 from ulogpy.core.keys import RAW, STRING, U8, U16, U32, keys
-from ulogpy.core.plugin import Counters, DataType, InputPlugin, Option, PluginError
+from ulogpy.core.loopapi import LoopAPI
+from ulogpy.core.plugin import Counters, DataType, InputPlugin, Option, PluginError, counters
 
 log = logging.getLogger("ulogpy.unixsock")
 NOTICE = 25
@@ -219,6 +220,14 @@ def _check_group(value: str) -> str | None:
 class UNIXSOCK(InputPlugin):
     name = "UNIXSOCK"
     description = "Packets framed on a local unix stream socket (NuFW)"
+    counter_table = counters(
+        ("clients", False, "connections accepted"),
+        ("frames", False, "frames read"),
+        ("bad_frames", True, "frames that could not be decoded"),
+        ("truncated_frames", True, "frames cut short by the client"),
+        ("unknown_options", False, "frame options ulogd does not know"),
+        ("malformed_options", True, "frames with malformed options"),
+    )
     output_type = DataType.RAW
     options = (
         Option("socket_path", str, "/var/run/ulogd/ulogd2.sock", check=_check_path,
@@ -256,7 +265,7 @@ class UNIXSOCK(InputPlugin):
         self._inode: tuple[int, int] | None = None
 
     # -- start / stop ---------------------------------------------------------
-    def start(self, loop) -> None:
+    def start(self, loop: LoopAPI) -> None:
         self.loop = loop
         self._remove_stale()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
@@ -351,10 +360,10 @@ class UNIXSOCK(InputPlugin):
             self.frames.reset()
 
     def on_readable(self) -> None:
-        """Read what the client sent; emit each complete frame."""
+        """Read what the client sent; `receive` each complete frame."""
         recv = self.client.recv
         feed = self.frames.feed
-        emit = self.emit
+        receive = self.receive  # the instance's: the daemon's guard wraps it
         counters = self.counters
         for _ in range(READS_PER_WAKEUP):
             try:
@@ -373,14 +382,21 @@ class UNIXSOCK(InputPlugin):
                 return
             try:
                 for frame in feed(data):
-                    counters.add("frames")
-                    record = decode_frame(frame, counters)
-                    if record is not None:
-                        emit(record)
+                    receive(frame)
             except LostFraming as exc:
                 self._problem("bad_streams", "%s, closing the client", exc)
                 self._drop_client()
                 return
+
+    def receive(self, data: bytes) -> None:
+        """One whole frame (marker included): its packet event, if it is consistent.
+
+        Per frame, not per read: the framing lives in `FrameBuffer`, so a frame that
+        fails (and the daemon's guard skips) leaves the stream in step."""
+        self.counters.add("frames")
+        record = decode_frame(data, self.counters)
+        if record is not None:
+            self.emit(record)
 
     def _problem(self, counter: str, fmt: str, *args: object) -> None:
         self.counters.add(counter)

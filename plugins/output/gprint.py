@@ -23,9 +23,9 @@ import socket
 import time
 
 from ulogpy.core.plugin import DataType, Option
-from ulogpy.delivery.fileoutput import FileOutput
-from ulogpy.delivery.outqueue import QUEUE_OPTIONS
+from ulogpy.delivery.options import queue_options
 from ulogpy.render.keytext import renderers
+from ulogpy.transports.file import FileOutput
 
 
 def _ipaddr(value: object) -> str:
@@ -47,12 +47,12 @@ class GPRINT(FileOutput):
         Option("timestamp", int, 0, help="1: start each line with the current local time"),
         Option("ipv6_text", int, 0, ulogd=False,
                help="1: IPv6 addresses in full (ulogd prints their first 4 bytes)"),
-        *QUEUE_OPTIONS,
+        *queue_options(),
     )
 
     def configure(self) -> None:
         cfg = self.config
-        self.open_sink()
+        super().configure()
         # a type missing from the renderers is not printed at all (ulogd skips it)
         text = renderers(_ipaddr, bool(cfg.ipv6_text))
         self.fields = tuple(

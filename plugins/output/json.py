@@ -10,34 +10,32 @@ time that set comes (`compile_render`); records with strings to escape, odd
 value types, or too many key sets take the generic field-by-field way, which
 writes the same bytes.
 
-`mode` picks where records go: a file (`ulogpy.filesink`), or a tcp, udp or
-unix stream socket (`ulogpy.socketsink`).  The bytes are the same either
-way.  File mode writes from a thread of its own behind the output queue
-(`ulogpy.outqueue`).  Socket modes need none: unlike ulogd, a slow or absent
-peer never blocks the daemon and does not fail start-up (records wait in
-memory, up to `queue_size`, the oldest dropped beyond that, and the
-connection is retried).
+`mode` picks where records go: a file (`ulogpy.transports.file`), or a tcp,
+udp or unix stream socket (`ulogpy.transports.sockets`).  The bytes are the
+same either way, and so is the delivery (`ulogpy.delivery`): unlike ulogd, a
+slow or absent peer never blocks the daemon and does not fail start-up
+(records wait in the output's buffer, memory then, with queue_policy=spool,
+disk, and the connection is retried).
 """
 
 from __future__ import annotations
 
-import logging
 import os
-import signal
 import socket
 import time
 from collections.abc import Callable
 from operator import itemgetter
 
+from ulogpy.core.codegen import define
 from ulogpy.core.keys import KeyType
-from ulogpy.core.plugin import DataType, Option, PluginError
-from ulogpy.daemon.ownlog import NOTICE
-from ulogpy.delivery.fileoutput import FileOutput
-from ulogpy.delivery.outqueue import QUEUE_OPTIONS
+from ulogpy.core.plugin import DataType, Option, OutputPlugin, PluginError
+from ulogpy.delivery.options import queue_options
 from ulogpy.render.jsontext import fstring_literal, json_string, key_prefix, needs_escape
-from ulogpy.transports.socketsink import Endpoint, SocketSink, check_unix_path
+from ulogpy.transports.file import FileOutput
+from ulogpy.transports.sockets import Endpoint, SocketTransport, check_unix_path
 
-log = logging.getLogger("ulogpy.json")
+#: Seconds a connected peer gets at exit to take what is still queued.
+CLOSE_GRACE = 2.0
 _SKIPPED = {KeyType.IPADDR, KeyType.RAW, KeyType.RAWSTR, KeyType.INT64, KeyType.NONE}
 _MODES = ("file", "tcp", "udp", "unix")
 
@@ -110,8 +108,7 @@ def compile_render(head: list[str], ts_prefix: str | None, dvc: str,
     else:
         take = (lambda record, key=names[0]: (record[key],)) if names else (lambda record: ())
     scope = {"_take": take, "_needs_escape": needs_escape, "_join": "".join}
-    exec(compile("\n".join(lines) + "\n", "<JSON render>", "exec"), scope)
-    return scope["render"]
+    return define(lines, "render", "JSON render", scope)
 
 
 class JSON(FileOutput):
@@ -134,25 +131,18 @@ class JSON(FileOutput):
                check=_check_mode),
         Option("host", str, "127.0.0.1", help="host name or address for tcp/udp modes"),
         Option("port", str, "12345", help="port number or service name for tcp/udp modes"),
-        *QUEUE_OPTIONS,
+        *queue_options(),
     )
 
     def configure(self) -> None:
         cfg = self.config
         self.mode = cfg.mode.lower()
-        self.socket: SocketSink | None = None
         if self.mode == "file":
-            self.out = self.open_sink().write_line
+            super().configure()
         else:
-            if cfg.queue_policy != "drop-oldest":
-                raise PluginError(f"option 'queue_policy': mode {self.mode} never blocks the "
-                                  "daemon and keeps its queue in memory, so only drop-oldest "
-                                  "applies (block and spool are for mode file)")
-            self.queued = False  # the socket is non-blocking: no writer thread needed
-            self.socket = SocketSink(_endpoint(self.mode, cfg), cfg.queue_size, self.counters,
-                                     str(self))
-            send = self.socket.send
-            self.out = lambda line: send(line.encode("utf-8", "surrogateescape"))
+            self.transport = SocketTransport(_endpoint(self.mode, cfg))
+            self.reopen_notice = "JSON: reopening socket"
+            self.open_error = None  # a peer absent at start is retried, never fatal
         names = {k.name for k in self.stack_keys}
         self.time_bound = "oob.time.sec" in names
         self.usec_bound = "oob.time.usec" in names
@@ -189,14 +179,11 @@ class JSON(FileOutput):
         self._fallback: Render = lambda record, ts: None
         self._stamps: dict[int, tuple[str, str, str]] = {}
 
-    def start(self, loop) -> None:
-        if self.socket is not None:
-            self.socket.start(loop)
-        else:
-            super().start(loop)
+    def batching(self) -> tuple[int, float]:
+        return super().batching() if self.mode == "file" else OutputPlugin.batching(self)
 
-    def write(self, record: dict) -> None:
-        self.out(self.render(record))
+    def stop_timeout(self) -> float:
+        return super().stop_timeout() if self.mode == "file" else CLOSE_GRACE
 
     def render(self, record: dict) -> str:
         render = self._renders.get(tuple(record))
@@ -264,25 +251,6 @@ class JSON(FileOutput):
         date, offset = local_time_parts(sec)
         stamp = self._stamps[sec] = (date, offset, f'"{date}{offset}"')
         return stamp
-
-    def flush(self, force: bool = False) -> None:
-        if self.socket is not None:
-            self.socket.flush()
-        else:
-            super().flush(force)
-
-    def signal(self, signum: int) -> None:
-        if self.socket is None:
-            super().signal(signum)
-        elif signum == signal.SIGHUP:
-            log.log(NOTICE, "JSON: reopening socket")
-            self.socket.reconnect()
-
-    def stop(self) -> None:
-        if self.socket is not None:
-            self.socket.close()
-        else:
-            super().stop()
 
 
 def _endpoint(mode: str, cfg) -> Endpoint:

@@ -7,8 +7,8 @@ import time
 
 from ulogpy.core.keys import STRING, U32, keys
 from ulogpy.core.plugin import DataType, Option
-from ulogpy.delivery.fileoutput import FileOutput
-from ulogpy.delivery.outqueue import QUEUE_OPTIONS
+from ulogpy.delivery.options import queue_options
+from ulogpy.transports.file import FileOutput
 
 
 class LOGEMU(FileOutput):
@@ -20,12 +20,12 @@ class LOGEMU(FileOutput):
     options = (
         Option("file", str, "/var/log/ulogd_syslogemu.log", help="path of the log file"),
         Option("sync", int, 0, help="1: every batch reaches the file at once"),
-        *QUEUE_OPTIONS,
+        *queue_options(),
     )
     input_keys = keys(("print", STRING), ("oob.time.sec", U32, True))
 
     def configure(self) -> None:
-        self.open_sink()
+        super().configure()
         self.host = socket.gethostname().split(".", 1)[0]
         self._stamp_sec = -1
         self._stamp = ""

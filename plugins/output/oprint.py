@@ -18,9 +18,9 @@ import socket
 
 from ulogpy.core.keys import KeyType
 from ulogpy.core.plugin import DataType, Option
-from ulogpy.delivery.fileoutput import FileOutput
-from ulogpy.delivery.outqueue import QUEUE_OPTIONS
+from ulogpy.delivery.options import queue_options
 from ulogpy.render.keytext import Render, renderers
+from ulogpy.transports.file import FileOutput
 
 BOUNDARY = "===>PACKET BOUNDARY\n"
 
@@ -51,12 +51,12 @@ class OPRINT(FileOutput):
         Option("sync", int, 0, help="1: every batch reaches the file at once"),
         Option("ipv6_text", int, 0, ulogd=False,
                help="1: IPv6 addresses in full (ulogd prints their first 4 bytes, reversed)"),
-        *QUEUE_OPTIONS,
+        *queue_options(),
     )
 
     def configure(self) -> None:
         cfg = self.config
-        self.open_sink()
+        super().configure()
         # untyped keys print `<none>`, any type without a format `default`, as in ulogd
         text = {**renderers(_ipaddr, bool(cfg.ipv6_text)), KeyType.NONE: NONE}
         self.fields = tuple(

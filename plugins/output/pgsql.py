@@ -15,7 +15,7 @@ import warnings
 from typing import TYPE_CHECKING
 
 from ulogpy.core.plugin import Option, PluginError
-from ulogpy.db.output import DEFAULT_MEMORY_ROWS, QUEUE_OPTIONS, DbOutput
+from ulogpy.db.output import DB_OPTIONS, DbOutput
 from ulogpy.db.pgstatement import ProcedureError, parse_procedure
 from ulogpy.db.redact import Redactor, secrets_of_conninfo
 
@@ -51,10 +51,12 @@ class PGSQL(DbOutput):
                help="INSERT, INSERT INTO <table>, CALL <procedure> or a function name "
                     "such as INSERT_OR_REPLACE_CT"),
         Option("backlog_memcap", int, 0,
-               help="bytes of rows kept in memory while the database is away"),
+               help="bytes of rows kept in memory while the database is away (1 KiB a "
+                    "row: sets queue_size)"),
         Option("backlog_oneshot_requests", int, 10,
                help="accepted for compatibility (ulogpy replays in batches)"),
-        Option("ring_buffer_size", int, 0, help="rows kept in memory (takes precedence)"),
+        Option("ring_buffer_size", int, 0,
+               help="rows kept in memory (sets queue_size; takes precedence)"),
         Option("db", str, "", mandatory=True, help="database name"),
         Option("host", str, "", help="host name or unix socket directory"),
         Option("user", str, "", mandatory=True, help="database user"),
@@ -63,7 +65,7 @@ class PGSQL(DbOutput):
         Option("schema", str, "public", help="schema of the table"),
         Option("connstring", str, "",
                help="libpq connection string; replaces db, host, user, pass and port"),
-        *QUEUE_OPTIONS,
+        *DB_OPTIONS,
     )
 
     def configure(self) -> None:
@@ -88,17 +90,12 @@ class PGSQL(DbOutput):
         if cfg.ring_buffer_size and cfg.backlog_memcap:
             log.warning("%s: ring_buffer_size and backlog_memcap both set: the ring buffer "
                         "size is used", self)
+        if "queue_size" not in cfg.model_fields_set:  # ulogd's options size the queue
+            if cfg.ring_buffer_size > 0:
+                cfg.queue_size = cfg.ring_buffer_size
+            elif cfg.backlog_memcap > 0:
+                cfg.queue_size = max(1, cfg.backlog_memcap // 1024)
         super().configure()
-
-    def memory_rows(self) -> int:
-        cfg = self.config
-        if cfg.memory_rows:
-            return cfg.memory_rows
-        if cfg.ring_buffer_size > 0:
-            return cfg.ring_buffer_size
-        if cfg.backlog_memcap > 0:
-            return max(1, cfg.backlog_memcap // 1024)
-        return DEFAULT_MEMORY_ROWS
 
     def initial_backoff(self) -> float:
         # ulogd: reconnect=0 disables the plugin for good; ulogpy keeps retrying.

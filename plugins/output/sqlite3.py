@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ulogpy.core.plugin import Option, PluginError
-from ulogpy.db.output import QUEUE_OPTIONS, DbOutput
+from ulogpy.db.output import DB_OPTIONS, DbOutput
 from ulogpy.db.schema import sqlite_table_sql
 from ulogpy.db.sqlitesink import SqliteSink
 
@@ -45,7 +45,7 @@ class SQLITE3(DbOutput):
                     "as INSERT_OR_REPLACE_CT)"),
         Option("create_table", int, 0, ulogd=False, check=_flag,
                help="1: create the table if missing, from ulogpy's SQLite schema"),
-        *QUEUE_OPTIONS,
+        *DB_OPTIONS,
     )
 
     def configure(self) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import psycopg
 
+from tests.outputs import Delivered
 from ulogpy.config.model import options_model
 from ulogpy.core.keys import Key, KeyType
 from ulogpy.core.plugin import OutputPlugin
@@ -47,28 +48,30 @@ class OutputHarness:
 
     def __init__(self, tmp_path: Path) -> None:
         self.tmp = tmp_path
-        self.started: list[OutputPlugin] = []
+        self.started: list[Delivered] = []
 
     def make(self, cls: type, options: dict, keys: list[Key], instance: str = "out1",
-             start: bool = True) -> OutputPlugin:
+             start: bool = True) -> Delivered | OutputPlugin:
         opts = {"spool_dir": str(self.tmp / "spool"), "flush_timeout": 1, **options}
         config = options_model(cls).model_validate(opts)
         inst = cls(instance, config)
         inst.stack_keys = keys
         inst.configure()
-        if start:
-            inst.start(None)
-            self.started.append(inst)
-        return inst
+        if not start:
+            return inst
+        out = Delivered(inst)
+        out.start()
+        self.started.append(out)
+        return out
 
-    def stop(self, inst: OutputPlugin) -> None:
-        inst.stop()
-        if inst in self.started:
-            self.started.remove(inst)
+    def stop(self, out: Delivered) -> None:
+        out.stop()
+        if out in self.started:
+            self.started.remove(out)
 
     def close(self) -> None:
-        for inst in self.started:
-            inst.stop()
+        for out in self.started:
+            out.stop()
         self.started.clear()
 
 

@@ -158,7 +158,7 @@ def test_server_restart_loses_nothing(pg, new_db, topo, tmp_path):
           f"  ulogd 2.0.8 (reconnect=2, no backlog): {theirs_rows} flow rows, "
           f"{theirs_complete} complete, {total - theirs_complete} flows lost or incomplete")
     log = ulogpy.log_text()
-    assert "database back after" in log
+    assert "takes records again after" in log
 
 
 PKT_CONF = """\

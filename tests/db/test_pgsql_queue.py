@@ -34,31 +34,31 @@ def _stored_sports(conninfo: str) -> list[int]:
 
 
 def test_database_missing_at_start_then_appearing(pg, harness, tmp_path):
-    out = harness.make(PGSQL, _options(pg, "late_db", memory_rows=20), KEYS)
+    out = harness.make(PGSQL, _options(pg, "late_db", queue_size=20), KEYS)
     started = time.monotonic()
     for n in range(100):
         out.write(_record(n))
     out.flush()
     assert time.monotonic() - started < 1.0  # write() never waits for the database
-    assert out.counters.get("queued") == 100
+    assert out.writer.buffer.depth() == 100
     assert out.counters.get("spooled") == 80
-    assert out.counters.get("stored") == 0
+    assert out.counters.get("written") == 0
     time.sleep(0.3)
     conninfo = pg.create_db("late_db")
     pg.psql("late_db", TABLE)
     for n in range(100, 120):  # rows keep arriving while the spool is replayed
         out.write(_record(n))
     out.flush()
-    wait_for(lambda: out.counters.get("stored") == 120, timeout=15, what="120 rows stored")
+    wait_for(lambda: out.counters.get("written") == 120, timeout=15, what="120 rows stored")
     assert _stored_sports(conninfo) == list(range(120))
     # Rows arriving while the spool is read go behind it (order), so they count as well.
     assert out.counters.get("replayed") == out.counters.get("spooled") >= 80
     assert out.counters.get("dropped") == 0
-    assert out.counters.get("db_errors") >= 1
+    assert out.counters.get("write_errors") >= 1
 
 
 def test_stop_while_down_spools_and_next_start_replays_first(pg, harness, tmp_path):
-    opts = _options(pg, "resumed_db", memory_rows=30, flush_timeout=1)
+    opts = _options(pg, "resumed_db", queue_size=30, flush_timeout=1)
     first = harness.make(PGSQL, opts, KEYS)
     for n in range(50):  # 30 in memory, 20 spooled
         first.write(_record(n))
@@ -72,7 +72,7 @@ def test_stop_while_down_spools_and_next_start_replays_first(pg, harness, tmp_pa
     for n in range(50, 60):
         second.write(_record(n))
     second.flush()
-    wait_for(lambda: second.counters.get("stored") == 60, timeout=15, what="60 rows")
+    wait_for(lambda: second.counters.get("written") == 60, timeout=15, what="60 rows")
     assert _stored_sports(conninfo) == list(range(60))
     assert second.counters.get("replayed") == 60  # the 50 old rows and the 10 behind them
     harness.stop(second)
@@ -89,7 +89,7 @@ def test_stop_flushes_to_a_live_database(pg, harness):
     out.flush()
     harness.stop(out)  # no waiting before: stop itself must flush
     assert _stored_sports(conninfo) == list(range(2000))
-    assert out.counters.get("stored") == 2000
+    assert out.counters.get("written") == 2000
     assert out.counters.get("spooled") == 0
 
 
@@ -103,7 +103,7 @@ def test_bad_row_is_rejected_alone(pg, harness, db_log):
             rec["orig.ip.saddr.str"] = "not an address"
         out.write(rec)
     out.flush()
-    wait_for(lambda: out.counters.get("stored") + out.counters.get("rejected") == 10,
+    wait_for(lambda: out.counters.get("written") + out.counters.get("rejected") == 10,
              what="10 rows handled")
     assert _stored_sports(conninfo) == [0, 1, 2, 3, 5, 6, 7, 8, 9]
     assert out.counters.get("rejected") == 1

@@ -47,7 +47,7 @@ def test_hostile_prefixes_and_interface_names_are_stored_verbatim(pg, new_db, ha
     for n, text in enumerate(HOSTILE):
         out.write(_packet(text[:31], text[:31], n))
     out.flush()
-    wait_for(lambda: out.counters.get("stored") + out.counters.get("rejected")
+    wait_for(lambda: out.counters.get("written") + out.counters.get("rejected")
              == len(HOSTILE), what="hostile rows handled")
     assert out.counters.get("rejected") == 0
     rows = query(conninfo, "SELECT oob_prefix, oob_in FROM ulog2 ORDER BY _id")
@@ -74,7 +74,7 @@ def test_hostile_table_and_schema_names_run_nothing(pg, new_db, harness, db_log)
     assert "not found" in db_log.text
     assert query(conninfo, "SELECT to_regclass('ulog2') IS NOT NULL") == [(True,)]
     assert count(conninfo, "ulog2_ct") == before
-    assert all(o.counters.get("stored") == 0 for o in outs)
+    assert all(o.counters.get("written") == 0 for o in outs)
 
 
 def test_a_quoted_table_name_is_used_exactly(pg, new_db, harness):
@@ -85,7 +85,7 @@ def test_a_quoted_table_name_is_used_exactly(pg, new_db, harness):
                                "procedure": "INSERT"}, FLOW_KEYS)
     out.write({"ct.event": 4, "orig.l4.sport": 80})
     out.flush()
-    wait_for(lambda: out.counters.get("stored") == 1, what="row stored")
+    wait_for(lambda: out.counters.get("written") == 1, what="row stored")
     assert query(conninfo, 'SELECT ct_event, orig_l4_sport FROM "odd ""name""; x"') == \
         [(4, 80)]
 
@@ -129,7 +129,7 @@ def test_password_never_logged(pg, new_db, harness, db_log):
     for out in (good, wrong, broken, uri):
         out.write({"oob.family": 2, "ct.event": 1, "orig.ip.saddr.str": "10.0.0.1"})
         out.flush()
-    wait_for(lambda: good.counters.get("stored") == 1, what="the right password works")
+    wait_for(lambda: good.counters.get("written") == 1, what="the right password works")
     wait_for(lambda: all(f"{n}:PGSQL: unable to connect" in db_log.text
                          for n in ("wrong", "broken", "uri")), what="three failures logged")
     assert "password authentication failed" in db_log.text

@@ -105,7 +105,7 @@ def test_same_rows_as_ulogds_statements(both, pg, harness):
         fed += 1
     for out in (pkt, flows, plain):
         out.flush()
-    wait_for(lambda: sum(o.counters.get("stored") for o in (pkt, flows, plain)) == fed,
+    wait_for(lambda: sum(o.counters.get("written") for o in (pkt, flows, plain)) == fed,
              what=f"{fed} rows stored")
     assert count(ours, "ulog2") == count(theirs, "ulog2") > 5
     for table in TABLES:

@@ -63,7 +63,7 @@ def test_same_rows_as_ulogd_but_unsigned_values_kept(tmp_path, harness):
     for row in rows:
         out.write(_record_from_row(cols, row))
     out.flush()
-    wait_for(lambda: out.counters.get("stored") == len(rows), what="rows stored")
+    wait_for(lambda: out.counters.get("written") == len(rows), what="rows stored")
     ours = _rows(db, f"SELECT {', '.join(cols)} FROM pkt")
     seq_at = cols.index("tcp_seq")
     for got, theirs in zip(ours, rows, strict=True):
@@ -87,7 +87,7 @@ def test_values_at_and_above_2_31_round_trip(tmp_path, harness):
                    "flow.start.sec": v, "orig.ip.saddr": bytes([192, 168, 1, 10])})
     out.write({"orig.raw.pktlen": 2**64 - 1})
     out.flush()
-    wait_for(lambda: out.counters.get("stored") == 4, what="4 rows")
+    wait_for(lambda: out.counters.get("written") == 4, what="4 rows")
     got = _rows(db, "SELECT ct_mark, ct_id, orig_raw_pktlen, flow_start_sec, orig_ip_saddr "
                     "FROM t ORDER BY rowid")
     assert got[:3] == [(v, v, (1 << 40) + v, v, 167880896) for v in values]
@@ -124,7 +124,7 @@ def test_merge_flows_one_row_per_flow(tmp_path, harness):
     out.write(_ct(4, None, proto=58, fam=10, **{"icmp.type": 128, "icmp.code": 0}))
     out.write(_ct(4, 2000))  # DESTROY of a flow whose NEW was never seen: kept
     out.flush()
-    wait_for(lambda: out.counters.get("stored") == 7, what="7 events")
+    wait_for(lambda: out.counters.get("written") == 7, what="7 events")
     rows = _rows(db, "SELECT orig_l4_sport, ct_event, flow_start_sec, flow_end_sec, "
                      "orig_raw_pktcount, orig_ip_protocol FROM ulog2_ct ORDER BY _ct_id")
     assert rows == [
@@ -152,7 +152,7 @@ def test_missing_table_is_reported_and_retried(tmp_path, harness, db_log):
     conn = sqlite3.connect(db)
     conn.execute("CREATE TABLE ulog_ct (ct_mark INTEGER)")
     conn.close()
-    wait_for(lambda: out.counters.get("stored") == 1, timeout=10, what="row stored")
+    wait_for(lambda: out.counters.get("written") == 1, timeout=10, what="row stored")
 
 
 @contextlib.contextmanager
@@ -187,20 +187,20 @@ def test_full_disk_is_reported_once_and_retried(tmp_path, harness, db_log):
                            FLOW_KEYS)
         out.write({"ct.mark": 0, "orig.ip.saddr.str": "x"})
         out.flush()
-        wait_for(lambda: out.counters.get("stored") == 1, what="first row")
+        wait_for(lambda: out.counters.get("written") == 1, what="first row")
         filler = _fill(disk)
         n = 3000
         for i in range(1, n):
             out.write({"ct.mark": i, "orig.ip.saddr.str": "10.0.0.1" * 8})
         out.flush()
-        wait_for(lambda: out.counters.get("db_errors") >= 3, timeout=15,
+        wait_for(lambda: out.counters.get("write_errors") >= 3, timeout=15,
                  what="several failed attempts")
-        assert out.counters.get("stored") < n
+        assert out.counters.get("written") < n
         full = [r for r in db_log.records if "full" in r.getMessage()
                 and r.levelname == "ERROR"]
         assert len(full) == 1  # once per outage, not once per attempt
         filler.unlink()
-        wait_for(lambda: out.counters.get("stored") == n, timeout=20, what="all rows")
+        wait_for(lambda: out.counters.get("written") == n, timeout=20, what="all rows")
         assert _rows(db, "SELECT count(*), min(ct_mark), max(ct_mark) FROM t") == \
             [(n, 0, n - 1)]
         assert out.counters.get("dropped") == 0
@@ -229,15 +229,15 @@ def test_read_only_database_is_retried(tmp_path, harness, db_log):
                        FLOW_KEYS)
     out.write({"ct.mark": 0})
     out.flush()
-    wait_for(lambda: out.counters.get("stored") == 1, what="first row")
+    wait_for(lambda: out.counters.get("written") == 1, what="first row")
     with immutable(db, Path(f"{db}-wal")):
         for i in range(1, 50):
             out.write({"ct.mark": i})
         out.flush()
-        wait_for(lambda: out.counters.get("db_errors") >= 2, timeout=10, what="failures")
-        assert out.counters.get("stored") == 1
+        wait_for(lambda: out.counters.get("write_errors") >= 2, timeout=10, what="failures")
+        assert out.counters.get("written") == 1
         errors = [r.getMessage() for r in db_log.records if r.levelname == "ERROR"]
         assert len(errors) == 1 and ("readonly" in errors[0] or "I/O error" in errors[0])
-    wait_for(lambda: out.counters.get("stored") == 50, timeout=15, what="all rows")
+    wait_for(lambda: out.counters.get("written") == 50, timeout=15, what="all rows")
     harness.stop(out)
     assert _rows(db, "SELECT count(*), sum(ct_mark) FROM t") == [(50, sum(range(50)))]

@@ -248,13 +248,13 @@ def test_sighup_reopens_output_files(ns: str, files: Files) -> None:
 def test_terminal_signal_flushes_buffered_lines(ns: str, files: Files, sig: int) -> None:
     files.write(sync=0)
     with daemon(ns, files) as proc:
-        # With sync=0 lines wait for the one-second tick.  SIGUSR1 makes the daemon log its
-        # counters, which shows when it has handled the flow; retry if the tick happened to
-        # flush the line before the check.
+        # With sync=0 lines wait up to a second in the outputs' buffers.  SIGUSR1 makes the
+        # daemon log its counters, which shows when NFCT has handed the flow to the stacks;
+        # retry if the lines happened to be written before the check.
         for n in range(1, 7):
             sport = udp_flow(ns)
             proc.send_signal(signal.SIGUSR1)
-            wait_for(lambda n=n: re.search(rf"counters json1:JSON: .*\bwritten={n}\b",
+            wait_for(lambda n=n: re.search(rf"counters ct1:NFCT: .*\bemitted={n}\b",
                                            text_of(files.own)),
                      what=f"flow {n} to be handled")
             if not emu_has(files.emu, sport) and not json_has(files.json, sport):

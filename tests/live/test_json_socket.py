@@ -228,7 +228,8 @@ def test_stalled_tcp_peer_costs_drops_not_the_file_output(tmp_path: Path) -> Non
                                what=f"{total} records in the file")
             stalled = counters_of(daemon, "j1:JSON")
             assert stalled.get("dropped", 0) > 0, stalled
-            assert stalled.get("written") == total  # handed to the output, none lost upstream
+            # what reached the peer, what waits for it, what was dropped: nothing else
+            assert stalled.get("written", 0) + stalled["dropped"] <= total, stalled
             assert counters_of(daemon, "j2:JSON").get("written") == total
             # the peer wakes up: it gets whole records in order, ending with the newest
             peer.serve()
@@ -236,8 +237,9 @@ def test_stalled_tcp_peer_costs_drops_not_the_file_output(tmp_path: Path) -> Non
             wait_until(lambda: peer.lines() and peer.lines()[-1] == last, 10,
                        what="the newest record at the woken peer")
             got = peer.lines()
-            dropped = counters_of(daemon, "j1:JSON")["dropped"]
-            assert len(got) + dropped == total
+            after = counters_of(daemon, "j1:JSON")
+            assert len(got) + after["dropped"] == total
+            assert after["written"] == len(got)  # written: reached the peer
             it = iter(files)
             assert all(line in it for line in got), "not the file's records in the file's order"
             assert all(json.loads(line)["dvc"] == "Netfilter" for line in got)
@@ -248,7 +250,7 @@ def test_stalled_tcp_peer_costs_drops_not_the_file_output(tmp_path: Path) -> Non
         finally:
             daemon.stop()
             peer.close()
-    assert log.count("dropping the oldest") == 1  # once per episode, not per record
+    assert log.count("output too slow, dropping records") == 1  # once, not per record
 
 
 LATE_CONF = """\
@@ -313,7 +315,6 @@ def test_peers_absent_at_start_get_the_records_once_they_listen(tmp_path: Path) 
     for ep in ("tcp:127.0.0.1:20200", f"unix:{tmp_path}/late.sock"):
         warned = [ln for ln in log.splitlines() if f"can't connect to {ep}" in ln]
         assert len(warned) == 1, log  # once for the whole outage, however many retries
-        assert re.search(rf"connected to {re.escape(ep)} after \d+ failed attempts?; "
-                         r"[2-8] records queued", log), log
+        assert re.search(rf"{re.escape(ep)} takes records again after [\d.]+ s", log), log
     assert "Connection refused" in log and "No such file or directory" in log
     assert log.count("JSON: reopening socket") == 2

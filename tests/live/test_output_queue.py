@@ -12,6 +12,7 @@ out, in order.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -70,6 +71,9 @@ def test_stalled_outputs_do_not_cost_the_others_events(tmp_path: Path) -> None:
     # Read ends held open (so the daemon's open() does not wait) but not read yet.
     readers = {name: os.open(tmp_path / name, os.O_RDONLY | os.O_NONBLOCK)
                for name in ("drop.pipe", "spool.pipe")}
+    # The smallest pipe (one page) holds a few lines, so the dropping output really stalls
+    # instead of writing its whole queue into the pipe's default 64 KiB.
+    fcntl.fcntl(readers["drop.pipe"], fcntl.F_SETPIPE_SZ, 4096)
     with Netns("outq") as ns:
         ns.ip("link", "set", "lo", "up")
         ns.nft("table inet t {\n chain out {\n type filter hook output priority 0;\n"

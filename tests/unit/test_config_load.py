@@ -10,6 +10,7 @@ from typing import ClassVar
 
 import pytest
 
+from tests.outputs import Delivered, ListTransport
 from tests.ulogd_ref import ULOGPY
 from ulogpy.config.errors import ConfigError
 from ulogpy.config.load import load_config, load_embedded_default
@@ -19,6 +20,7 @@ from ulogpy.core.plugin import FilterPlugin, InputPlugin, OutputPlugin
 from ulogpy.core.registry import registry, validate_plugin_class
 from ulogpy.core.stack import Pipeline, build_pipeline, plugin_name_from_so
 from ulogpy.daemon.runner import attach
+from ulogpy.delivery.options import queue_options
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "tests" / "fixtures" / "configs"
@@ -344,12 +346,15 @@ class TDUP(FilterPlugin):
 
 
 class TCAP(OutputPlugin):
+    """Keeps the records it gets in `got` (written from the loop, at each hand-over)."""
+
     name = "TCAP"
     input_keys = keys(("t.seen", STRING, True))
+    options = queue_options()
     got: ClassVar[list[dict]] = []
 
-    def write(self, record: dict) -> None:
-        TCAP.got.append(dict(record))
+    def configure(self) -> None:
+        self.transport = ListTransport(TCAP.got)
 
 
 TEST_PLUGINS = (TIN, TSETA, TSETB, TSETC, TREAD, TDUP, TCAP)
@@ -370,8 +375,9 @@ def test_input_key_binds_to_nearest_upstream_provider(test_plugins, tmp_path: Pa
         "[global]\nstack=in1:TIN,a:TSETA,b:TSETB,r:TREAD,c:TSETC,cap:TCAP\n",
     )
     pipe = pipeline_of(path)
-    attach(pipe)
+    runner = attach(pipe)
     pipe.inputs[0].emit({"t.val": "IN", "oob.family": 2})
+    runner.after_batch()  # the batch goes to the outputs
     (rec,) = TCAP.got
     assert rec["t.seen"] == "B"  # nearest provider before the reader, not A, C or the input
     assert rec["t.val"] == "C"
@@ -399,8 +405,9 @@ def test_shared_input_fans_out_copies(test_plugins, tmp_path: Path) -> None:
                  "[global]\nstack=in1:TIN,a:TSETA,cap:TCAP\nstack=in1:TIN,r:TREAD,cap:TCAP\n")
     pipe = pipeline_of(path)
     assert len(pipe.inputs) == 1
-    attach(pipe)
+    runner = attach(pipe)
     pipe.inputs[0].emit({"t.val": "IN"})
+    runner.after_batch()  # the batch goes to the outputs
     assert [r.get("t.val") for r in TCAP.got] == ["A", "IN"]  # no stack sees another's change
     assert TCAP.got[1]["t.seen"] == "IN"
 
@@ -434,13 +441,14 @@ def test_json_wildcard_keys_follow_stack_order_duplicates_first(
     # every occurrence typed as the nearest provider (TDUP's 16-bit key)
     assert {k.type for k in json1.stack_keys if k.name == "oob.family"} == {U16}
     # and the JSON line has the fields in that order
-    json1.start(None)
+    out1 = Delivered(json1)
+    out1.start()
     try:
-        json1.write({"orig.ip.protocol": 17, "oob.family": 10, "t.extra": "x",
-                     "orig.ip.saddr.str": "10.0.0.1", "ct.event": 1})
-        json1.flush(force=True)
+        out1.write({"orig.ip.protocol": 17, "oob.family": 10, "t.extra": "x",
+                    "orig.ip.saddr.str": "10.0.0.1", "ct.event": 1})
+        out1.flush()
     finally:
-        json1.stop()
+        out1.stop()
     obj = json.loads(out.read_text())
     assert list(obj) == ["dvc", "orig.ip.protocol", "ct.event", "oob.family", "src_ip",
                          "t.extra"]

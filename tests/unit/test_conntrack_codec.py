@@ -468,14 +468,14 @@ def test_destroy_rebuilt_from_what_event_mode_keeps_gives_the_flow_back() -> Non
     message); a DESTROY only a resync saw is decoded from a message rebuilt from those.
     For every recorded flow (IPv4/IPv6, TCP/UDP/ICMP/GRE/generic, NAT, a zone), that
     record holds exactly the flow's identity keys the kernel's own message gave."""
-    from ulogpy.plugins.input.nfct import _ALIVE_PACK, _FLOW_KEYS, _lost_destroy_values
+    from ulogpy.plugins.input.ctflows import ALIVE, FLOW_KEYS, lost_destroy_values
 
     checked = set()
     for _, ev, _msg in decoded():
         v = ev.values
-        kept = _ALIVE_PACK(1, 2, v["ct.id"], v["ct.mark"], ev.zone, ev.family)
-        rebuilt = _lost_destroy_values(ev.tuple_key, kept)
-        assert rebuilt == {k: v[k] for k in _FLOW_KEYS if k in v}, ev
+        kept = ALIVE.pack(1, 2, v["ct.id"], v["ct.mark"], ev.zone, ev.family)
+        rebuilt = lost_destroy_values(ev.tuple_key, kept)
+        assert rebuilt == {k: v[k] for k in FLOW_KEYS if k in v}, ev
         checked.add((ev.family, v["orig.ip.protocol"], ev.zone != 0))
     assert {(2, 6, False), (10, 17, False), (2, 1, False), (2, 17, True)} <= checked, checked
 

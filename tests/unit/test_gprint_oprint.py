@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.outputs import Delivered
 from ulogpy.config.errors import ConfigError
 from ulogpy.config.load import load_config
 from ulogpy.config.model import options_model
@@ -85,14 +86,15 @@ def output_of(tmp_path: Path, stack: str, section: str, opts: str = ""):
 
 
 def write_all(out, recs: list[dict]) -> list[str]:
-    out.start(None)
+    out = Delivered(out)
+    out.start()
     try:
         for rec in recs:
             out.write(rec)
             out.flush()
     finally:
         out.stop()
-    return Path(out.sink.path).read_text().split("\n")[:-1]
+    return Path(out.transport.path).read_text().split("\n")[:-1]
 
 
 def local_stamps(t0: float, t1: float) -> set[str]:
@@ -195,16 +197,16 @@ def test_oprint_prints_none_and_default_as_ulogd(tmp_path: Path) -> None:
 def test_sighup_reopens_with_ulogds_notice(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, name: str, notice: str
 ) -> None:
-    out = _direct(name, tmp_path, [Key("t.str", KeyType.STRING)], sync=1)
-    out.start(None)
-    path = Path(out.sink.path)
+    out = Delivered(_direct(name, tmp_path, [Key("t.str", KeyType.STRING)], sync=1))
+    out.start()
+    path = Path(out.transport.path)
     out.write({"t.str": "before"})
     out.flush()
     path.rename(tmp_path / "rotated")
     with caplog.at_level(logging.INFO, logger="ulogpy"):
-        out.signal(signal.SIGHUP)
-    out.write({"t.str": "after"})
-    out.stop()
+        out.signal(signal.SIGHUP)  # (the writer's thread reopens, after "before")
+        out.write({"t.str": "after"})
+        out.stop()
     assert "before" in (tmp_path / "rotated").read_text()
     assert "after" in path.read_text() and "before" not in path.read_text()
     assert [r.getMessage() for r in caplog.records if "reopening" in r.getMessage()] == [notice]
@@ -220,7 +222,7 @@ def test_open_failure_names_the_file_as_ulogd(tmp_path: Path, name: str, words: 
     out = cls("o1", options_model(cls)(file=str(tmp_path / "plainfile" / "x.log")))
     out.configure()
     with pytest.raises(PluginError) as err:
-        out.start(None)
+        Delivered(out).start()
     assert words in str(err.value) and "plainfile/x.log" in str(err.value)
 
 

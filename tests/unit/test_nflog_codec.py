@@ -25,6 +25,7 @@ from tests.fixtures.recorded import load_manifest, load_records
 from ulogpy.netlink import attrs, nflog, nlsock
 from ulogpy.netlink.attrs import MalformedMessage
 from ulogpy.netlink.nflog import PartialMessage, decode_packet
+from ulogpy.netlink.shapes import MAX_SHAPES
 
 FIX = Path(__file__).resolve().parent.parent / "fixtures" / "nflog"
 BASE = {"raw.pktcount": 1, "raw.label": 0, "oob.mark": 0}
@@ -51,21 +52,18 @@ def messages() -> list[tuple[dict, int, int, int]]:
             for off, mlen, mtype, *_ in nlsock.iter_messages(rec["data"])]
 
 
+GENERIC = nflog.NflogDecoder(learn=False)
+
+
 def generic(buf: bytes, offset: int = 0, length: int | None = None) -> dict | None | str:
-    """Decode with the generic loop only (no learnt shapes), or say how it failed."""
-    saved = dict(nflog._SHAPES), list(nflog._learning)
-    nflog.reset_shapes(enabled=False)
-    try:
-        return outcome(buf, offset, length)
-    finally:
-        nflog._SHAPES.clear()
-        nflog._SHAPES.update(saved[0])
-        nflog._learning[:] = saved[1]
+    """Decode with the generic loop only (a decoder that learns no shapes), or say how it failed."""
+    return outcome(buf, offset, length, GENERIC.decode)
 
 
-def outcome(buf: bytes, offset: int = 0, length: int | None = None) -> dict | None | str:
+def outcome(buf: bytes, offset: int = 0, length: int | None = None,
+            decode=decode_packet) -> dict | None | str:
     try:
-        return decode_packet(buf, offset, length, BASE)
+        return decode(buf, offset, length, BASE)
     except PartialMessage as exc:
         return ("partial", exc.values)  # type: ignore[return-value]
     except MalformedMessage:
@@ -442,10 +440,10 @@ def test_range_checks() -> None:
 
 
 def test_fast_path_taken_for_every_recorded_packet(monkeypatch: pytest.MonkeyPatch) -> None:
-    nflog.reset_shapes()
+    decode = nflog.NflogDecoder().decode
     for rec, off, mlen, mtype in messages():  # learn
         if mtype == nflog.MSG_PACKET:
-            decode_packet(rec["data"], off, mlen, BASE)
+            decode(rec["data"], off, mlen, BASE)
 
     def no_loop(*_a):
         raise AssertionError("generic loop used")
@@ -454,17 +452,31 @@ def test_fast_path_taken_for_every_recorded_packet(monkeypatch: pytest.MonkeyPat
     for (rec, expect), (rec2, off, mlen, _t) in zip(
             packets(), [m for m in messages() if m[3] == nflog.MSG_PACKET], strict=True):
         assert rec is rec2
-        assert decode_packet(rec["data"], off, mlen, BASE) == expect
+        assert decode(rec["data"], off, mlen, BASE) == expect
 
 
 def test_shape_learning_is_bounded() -> None:
-    nflog.reset_shapes()
-    for i in range(4 * nflog.MAX_SHAPES + 10):  # every message a new shape
-        decode_packet(message(HDR4, attr(nflog.NFULA_PREFIX, b"p" * (i % 200) + b"\0"),
-                              attr(nflog.NFULA_PAYLOAD, b"x")))
-    assert sum(len(s) for s in nflog._SHAPES.values()) == nflog.MAX_SHAPES
-    assert nflog._learning[0] <= 0
-    nflog.reset_shapes()
+    dec = nflog.NflogDecoder()
+    for i in range(4 * MAX_SHAPES + 10):  # every message a new shape
+        dec.decode(message(HDR4, attr(nflog.NFULA_PREFIX, b"p" * (i % 200) + b"\0"),
+                           attr(nflog.NFULA_PAYLOAD, b"x")))
+    assert sum(len(s) for s in dec.shapes.values()) == MAX_SHAPES
+    assert dec.attempts <= 0
+
+
+def test_decoders_keep_their_shapes_to_themselves() -> None:
+    """What one decoder learns is its own: another (or the default) is not changed by it."""
+    msg = message(HDR4, attr(nflog.NFULA_PREFIX, b"own\0"), attr(nflog.NFULA_PAYLOAD, b"x"))
+    first, second = nflog.NflogDecoder(), nflog.NflogDecoder()
+    before = {k: list(v) for k, v in nflog.default_decoder.shapes.items()}
+    for _ in range(2):  # learnt, then through the shape
+        assert first.decode(msg, 0, None, BASE) == second.decode(msg, 0, None, BASE) \
+            == generic(msg)
+    assert len(first.shapes) == 1 and first.shapes.keys() == second.shapes.keys()
+    assert first.shapes[msg[20:32]][0][3] is not second.shapes[msg[20:32]][0][3]
+    first.reset()
+    assert not first.shapes and second.shapes
+    assert nflog.default_decoder.shapes == before
 
 
 RECORDED = st.sampled_from([rec["data"][off : off + mlen] for rec, off, mlen, t in messages()
@@ -549,7 +561,7 @@ def make_plugin(**options):
 def feed(plugin, group: int) -> None:
     for rec in records():
         if rec["group"] == group and rec["kind"] == "data":
-            plugin._datagram(rec["data"])
+            plugin.receive(rec["data"])
 
 
 def test_plugin_counts_the_packets_the_kernel_dropped() -> None:
@@ -590,8 +602,8 @@ def test_plugin_logs_a_damaged_packet_and_counts_it() -> None:
     good = message(HDR4, attr(nflog.NFULA_PREFIX, b"ok\0"))
     damaged = message(HDR4, attr(nflog.NFULA_MARK, b"\0"), attr(nflog.NFULA_PREFIX, b"d\0"))
     garbage = struct.pack("=IHHII", 8, nflog.MSG_PACKET, 0, 0, 0)
-    plugin._datagram(good + damaged)
-    plugin._datagram(garbage)
+    plugin.receive(good + damaged)
+    plugin.receive(garbage)
     assert [r["oob.prefix"] for r in out] == ["ok", "d"]
     assert plugin.counters.get("malformed_attrs") == 1
     assert plugin.counters.get("malformed") == 1
@@ -601,7 +613,7 @@ def test_plugin_tells_a_datagram_cut_at_bufsize_from_garbage() -> None:
     plugin, out = make_plugin(bufsize=100)
     two = message(HDR4, attr(nflog.NFULA_PREFIX, b"a\0")) + \
         message(HDR4, attr(nflog.NFULA_PAYLOAD, b"p" * 80))
-    plugin._datagram(two[:100])  # what recv(100) returns of it
+    plugin.receive(two[:100])  # what recv(100) returns of it
     assert [r["oob.prefix"] for r in out] == ["a"]
     assert plugin.counters.get("truncated") == 1 and plugin.counters.get("malformed") == 0
 

@@ -1,4 +1,5 @@
-"""The socket transport of JSON's tcp/udp/unix modes, on unix stream sockets and the real loop.
+"""JSON's tcp/udp/unix modes: the socket transport and the delivery model's loop writer,
+on unix stream sockets and the real loop.
 
 What ulogd does differently (spec 4.13, O3) is what these tests pin down:
 the daemon never waits for the peer, a peer that is not there yet is not
@@ -12,18 +13,19 @@ from __future__ import annotations
 
 import logging
 import re
+import signal
 import socket
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.outputs import Delivered
 from ulogpy.config.errors import ConfigError
 from ulogpy.config.load import load_config
-from ulogpy.core.plugin import Counters
 from ulogpy.core.stack import build_pipeline
 from ulogpy.daemon.loop import Loop
-from ulogpy.transports.socketsink import Endpoint, SocketSink, check_unix_path
+from ulogpy.transports.sockets import check_unix_path
 
 
 class Peer:
@@ -105,15 +107,45 @@ def loop():
     lp.close()
 
 
-def make_sink(path: Path, queue_max: int = 1000) -> tuple[SocketSink, Counters]:
-    counters = Counters()
-    return SocketSink(Endpoint("unix", path=str(path)), queue_max, counters, "j1:JSON"), counters
+class Sink:
+    """A JSON output in mode unix with its real buffer and loop writer; the test hands it
+    lines (as the runner does after rendering) and drives the loop."""
+
+    def __init__(self, tmp: Path, path: Path, queue_max: int, loop: Loop) -> None:
+        conf = tmp / f"{path.name}.conf"
+        conf.write_text(f'[global]\nstack=ct1:NFCT,ip2str1:IP2STR,j1:JSON\n[ct1]\n[j1]\n'
+                        f'mode="unix"\nfile="{path}"\nqueue_size={queue_max}\n')
+        self.out = Delivered(build_pipeline(load_config(str(conf))).stacks[0].output, loop)
+        self.writer = self.out.writer
+
+    def start(self) -> None:
+        self.out.start()
+
+    def send(self, line: bytes) -> None:
+        self.writer.buffer.put(line.decode())
+
+    def flush(self) -> None:
+        self.out.flush()
+
+    def queued(self) -> int:
+        return self.writer.buffer.depth()
+
+    def reconnect(self) -> None:
+        self.out.signal(signal.SIGHUP)
+
+    def close(self) -> None:
+        self.out.stop()
+
+
+def make_sink(path: Path, queue_max: int = 1000, loop: Loop | None = None):
+    sink = Sink(path.parent, path, queue_max, loop)
+    return sink, sink.out.counters
 
 
 def test_records_arrive_whole_and_in_order(tmp_path: Path, loop: Loop) -> None:
     peer = Peer(tmp_path / "p.sock")
-    sink, counters = make_sink(peer.path)
-    sink.start(loop)
+    sink, counters = make_sink(peer.path, loop=loop)
+    sink.start()
     records = [record(i, 50 + i % 300) for i in range(500)]
     for rec in records:
         sink.send(rec)
@@ -121,7 +153,7 @@ def test_records_arrive_whole_and_in_order(tmp_path: Path, loop: Loop) -> None:
     run_until(loop, lambda: (peer.pump(), len(peer.received) == sum(map(len, records)))[1])
     assert peer.received == b"".join(records)
     assert len(peer.conns) == 1
-    assert counters.get("sent") == 500 and counters.get("dropped") == 0
+    assert counters.get("written") == 500 and counters.get("dropped") == 0
     sink.close()
     peer.close()
 
@@ -130,19 +162,20 @@ def test_absent_peer_is_not_fatal_and_gets_the_queue_once_it_listens(
     tmp_path: Path, loop: Loop, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = tmp_path / "late.sock"
-    sink, counters = make_sink(path)
+    sink, counters = make_sink(path, loop=loop)
     with caplog.at_level(logging.INFO, logger="ulogpy"):
-        sink.start(loop)  # nobody listens: no exception
+        sink.start()  # nobody listens: no exception
         for i in range(20):
             sink.send(record(i))
-        run_until(loop, lambda: counters.get("connect_failures") >= 2, timeout=3)
+        sink.flush()
+        run_until(loop, lambda: counters.get("write_errors") >= 2, timeout=3)
         peer = Peer(path)
         run_until(loop, lambda: (peer.pump(), peer.received.count(b"\n") == 20)[1], timeout=5)
     assert peer.received == b"".join(record(i) for i in range(20))
     warnings = [r for r in caplog.records if "can't connect" in r.getMessage()]
-    assert len(warnings) == 1 and warnings[0].levelno == logging.WARNING  # once per outage
+    assert len(warnings) == 1 and warnings[0].levelno == logging.ERROR  # once per outage
     assert "No such file or directory" in warnings[0].getMessage()
-    assert any(re.search(r"connected to unix:\S+ after [2-9] failed attempts; 20 records queued",
+    assert any(re.search(r"unix:\S+ takes records again after [\d.]+ s; 0 waiting",
                          r.getMessage()) for r in caplog.records)
     sink.close()
     peer.close()
@@ -152,9 +185,9 @@ def test_stalled_peer_costs_counted_drops_never_a_blocked_loop(
     tmp_path: Path, loop: Loop, caplog: pytest.LogCaptureFixture
 ) -> None:
     peer = Peer(tmp_path / "stall.sock")
-    sink, counters = make_sink(peer.path, queue_max=100)
-    sink.start(loop)
-    assert sink.state == "up"
+    sink, counters = make_sink(peer.path, queue_max=100, loop=loop)
+    sink.start()
+    assert sink.writer.up
     slowest = 0.0
     total = 3000
     with caplog.at_level(logging.INFO, logger="ulogpy"):
@@ -165,12 +198,12 @@ def test_stalled_peer_costs_counted_drops_never_a_blocked_loop(
             slowest = max(slowest, time.monotonic() - t0)
     assert slowest < 0.05, f"a send took {slowest:.3f}s: the daemon waited for the peer"
     assert counters.get("dropped") > 0
-    assert len(sink.queue) == 100
-    drops = [r for r in caplog.records if "dropping the oldest" in r.getMessage()]
+    assert sink.queued() == 100
+    drops = [r for r in caplog.records if "dropping records" in r.getMessage()]
     assert len(drops) == 1  # once per episode, not per record
     # the peer wakes up: everything not dropped arrives, whole and in order
     with caplog.at_level(logging.INFO, logger="ulogpy"):
-        run_until(loop, lambda: (peer.pump(), not sink.queue)[1], timeout=5)
+        run_until(loop, lambda: (peer.pump(), not sink.queued())[1], timeout=5)
     lines = peer.received.split(b"\n")
     assert lines[-1] == b""
     seqs = [int(line[8:line.index(b",")]) for line in lines[:-1]]
@@ -188,8 +221,8 @@ def test_peer_closing_mid_stream_reconnects_and_resends_the_cut_record_whole(
     tmp_path: Path, loop: Loop, caplog: pytest.LogCaptureFixture
 ) -> None:
     peer = Peer(tmp_path / "cut.sock")
-    sink, counters = make_sink(peer.path, queue_max=10_000)
-    sink.start(loop)
+    sink, counters = make_sink(peer.path, queue_max=10_000, loop=loop)
+    sink.start()
     total = 2000
     for i in range(total):
         sink.send(record(i, 1000))
@@ -199,7 +232,7 @@ def test_peer_closing_mid_stream_reconnects_and_resends_the_cut_record_whole(
     got = first.recv(5000)  # some whole records and a partial one
     first.close()
     with caplog.at_level(logging.INFO, logger="ulogpy"):
-        run_until(loop, lambda: (peer.pump(), not sink.queue and len(peer.conns) == 2)[1],
+        run_until(loop, lambda: (peer.pump(), not sink.queued() and len(peer.conns) == 2)[1],
                   timeout=5)
     second = bytes(peer.data[1])
     assert second.endswith(b"\n")
@@ -210,22 +243,25 @@ def test_peer_closing_mid_stream_reconnects_and_resends_the_cut_record_whole(
     assert got.startswith(record(0, 1000))
     assert counters.get("write_errors") == 1
     assert len([r for r in caplog.records if "Failure sending message" in r.getMessage()]) == 1
-    assert any(re.search(r"reconnected to unix:\S+; \d+ records queued", r.getMessage())
-               for r in caplog.records)
+    assert any(re.search(r"unix:\S+ takes records again after [\d.]+ s; \d+ waiting",
+                         r.getMessage()) for r in caplog.records)
     sink.close()
     peer.close()
 
 
 def test_reconnect_opens_a_new_connection_and_keeps_the_queue(tmp_path: Path, loop: Loop) -> None:
     peer = Peer(tmp_path / "hup.sock")
-    sink, _counters = make_sink(peer.path)
-    sink.start(loop)
+    sink, _counters = make_sink(peer.path, loop=loop)
+    sink.start()
     sink.send(record(1))
     sink.flush()
     run_until(loop, lambda: (peer.pump(), peer.received == record(1))[1])
     sink.send(record(2))
-    sink.reconnect()  # SIGHUP
-    run_until(loop, lambda: (peer.pump(), len(peer.conns) == 2 and peer.data[1] == record(2))[1])
+    sink.reconnect()  # SIGHUP: after the records handed over before it
+    sink.send(record(3))
+    sink.flush()
+    run_until(loop, lambda: (peer.pump(), len(peer.conns) == 2 and peer.data[1] == record(3))[1])
+    assert peer.data[0] == record(1) + record(2)
     sink.close()
     peer.close()
 
@@ -234,22 +270,23 @@ def test_close_gives_the_peer_the_queue_or_counts_the_loss(
     tmp_path: Path, loop: Loop, caplog: pytest.LogCaptureFixture
 ) -> None:
     peer = Peer(tmp_path / "bye.sock")
-    sink, counters = make_sink(peer.path)
-    sink.start(loop)
+    sink, counters = make_sink(peer.path, loop=loop)
+    sink.start()
     for i in range(5):
         sink.send(record(i))
-    sink.close()  # never flushed by the loop: close sends it
+    sink.close()  # never handed over by the loop: close sends it
     peer.pump()
     assert peer.received == b"".join(record(i) for i in range(5))
     peer.close()
 
-    absent, counters = make_sink(tmp_path / "nobody.sock")
-    absent.start(loop)
+    absent, counters = make_sink(tmp_path / "nobody.sock", loop=loop)
+    absent.start()
     absent.send(record(0))
     with caplog.at_level(logging.ERROR, logger="ulogpy"):
         absent.close()
     assert counters.get("dropped") == 1
-    assert any("1 records could not be sent" in r.getMessage() for r in caplog.records)
+    assert any("1 records could not be written to unix:" in r.getMessage()
+               for r in caplog.records)
 
 
 def test_unix_path_checks() -> None:
@@ -273,9 +310,9 @@ def _json_conf(tmp_path: Path, body: str) -> Path:
     (f'mode="UNIX"\nfile="/{"s" * 110}"\n', ["is longer than 107", "'file'"]),
     ('mode="tcp"\nport="no-such-service"\n', ["'port'", "no-such-service"]),
     ('mode="udp"\nport="70000"\n', ["'port'", "70000"]),
-    ('mode="tcp"\nqueue_size=0\n', ["queue_size", "positive"]),
-    ('mode="unix"\nfile="/run/j.sock"\nqueue_policy="spool"\n',
-     ["'queue_policy'", "only drop-oldest"]),
+    ('mode="tcp"\nqueue_size=0\n', ["queue_size", "greater than 0"]),
+    ('mode="unix"\nfile="/run/j.sock"\nqueue_policy="block"\n',
+     ["'queue_policy'", "block would stop the event loop", "drop-oldest or spool"]),
 ])
 def test_socket_option_errors(tmp_path: Path, body: str, words: list[str]) -> None:
     with pytest.raises(ConfigError) as err:
@@ -294,10 +331,9 @@ def test_socket_option_errors(tmp_path: Path, body: str, words: list[str]) -> No
 def test_socket_options_accepted(tmp_path: Path, body: str) -> None:
     pipe = build_pipeline(load_config(str(_json_conf(tmp_path, body))))
     json1 = pipe.stacks[0].output
-    assert json1.socket is not None and not hasattr(json1, "sink")
-    assert json1.queued is False  # non-blocking: written inline, no output thread
+    assert json1.transport.nonblocking is True  # written from the loop, no output thread
 
 
-def test_file_mode_stays_behind_the_output_queue(tmp_path: Path) -> None:
+def test_file_mode_writes_from_a_thread(tmp_path: Path) -> None:
     pipe = build_pipeline(load_config(str(_json_conf(tmp_path, f'file="{tmp_path}/j.json"\n'))))
-    assert pipe.stacks[0].output.queued is True
+    assert pipe.stacks[0].output.transport.nonblocking is False

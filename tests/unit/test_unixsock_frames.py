@@ -28,6 +28,7 @@ from ulogpy.plugins.input.unixsock import (
     decode_frame,
 )
 
+from tests.readers import Readers
 from tests.ulogd_ref import ULOGPY
 from ulogpy.config.errors import ConfigError
 from ulogpy.config.load import load_config
@@ -232,30 +233,13 @@ def test_frame_larger_than_bufsize_loses_the_framing() -> None:
 # -- the plugin with a real socket -----------------------------------------------------
 
 
-class FakeLoop:
-    """Just enough of `ulogpy.loop.Loop`: remembers the readers; tests call them."""
-
-    def __init__(self) -> None:
-        self.readers: dict[int, object] = {}
-
-    def add_reader(self, sock, callback) -> None:
-        self.readers[sock.fileno()] = callback
-
-    def remove_reader(self, sock) -> None:
-        self.readers.pop(sock.fileno(), None)
-
-    def run_once(self) -> None:
-        for callback in list(self.readers.values()):
-            callback()
-
-
-def make_plugin(path: Path, **options) -> tuple[UNIXSOCK, FakeLoop, list[dict]]:
+def make_plugin(path: Path, **options) -> tuple[UNIXSOCK, Readers, list[dict]]:
     cfg = options_model(UNIXSOCK)(socket_path=str(path), **options)
     plugin = UNIXSOCK("us1", cfg)
     plugin.configure()
     records: list[dict] = []
     plugin.emit = records.append
-    loop = FakeLoop()
+    loop = Readers()
     plugin.start(loop)
     return plugin, loop, records
 

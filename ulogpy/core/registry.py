@@ -14,6 +14,7 @@ import pkgutil
 from functools import cache
 from importlib.metadata import entry_points
 
+from ulogpy.core.contracts import option_problem, override_problem
 from ulogpy.core.plugin import FilterPlugin, InputPlugin, Kind, OutputPlugin, Plugin
 
 ENTRY_POINT_GROUP = "ulogpy.plugins"
@@ -34,8 +35,9 @@ def validate_plugin_class(cls: type) -> None:
     base = _BASES[cls.kind]
     if not issubclass(cls, base):
         raise RegistryError(f"plugin {name}: kind {cls.kind.value} needs base {base.__name__}")
-    method = {Kind.FILTER: "interp", Kind.OUTPUT: "write", Kind.INPUT: "on_readable"}[cls.kind]
-    if getattr(cls, method) is getattr(base, method) and cls.kind is not Kind.INPUT:
+    text_output = cls.kind is Kind.OUTPUT and cls.renders_text
+    method = "interp" if cls.kind is Kind.FILTER else "render" if text_output else None
+    if method is not None and getattr(cls, method) is getattr(base, method):
         raise RegistryError(f"plugin {name}: does not implement {method}()")
     seen: set[str] = set()
     for opt in cls.options:
@@ -48,6 +50,9 @@ def validate_plugin_class(cls: type) -> None:
         raise RegistryError(f"plugin {name}: an input plugin takes no input keys")
     if cls.kind is Kind.OUTPUT and cls.output_keys:
         raise RegistryError(f"plugin {name}: an output plugin gives no output keys")
+    problem = override_problem(cls, base) or option_problem(cls, Plugin.__module__)
+    if problem:
+        raise RegistryError(f"plugin {name}: {problem}")
 
 
 def _builtin_classes() -> list[type]:

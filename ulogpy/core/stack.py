@@ -19,7 +19,15 @@ from dataclasses import dataclass, field
 from ulogpy.config.errors import ConfigError, did_you_mean
 from ulogpy.config.model import Config, validate_instance
 from ulogpy.core.keys import Key
-from ulogpy.core.plugin import DataType, FilterPlugin, InputPlugin, Kind, OutputPlugin, Plugin
+from ulogpy.core.plugin import (
+    DataType,
+    FilterPlugin,
+    InputPlugin,
+    Kind,
+    OutputPlugin,
+    Plugin,
+    PluginError,
+)
 from ulogpy.core.registry import registry
 
 log = logging.getLogger("ulogpy.stack")
@@ -204,6 +212,8 @@ def _build_stack(
         try:
             if not (inst.kind is Kind.INPUT and inst.id in inputs):
                 inst.configure()
+            if isinstance(inst, OutputPlugin) and (problem := inst.check_delivery()):
+                raise PluginError(problem)
         except ConfigError:
             raise
         except Exception as exc:  # PluginError and friends carry the reason

@@ -59,17 +59,20 @@ def run(opts) -> int:
     log.info("ulogpy Version %s starting with %s", __version__, config.path)
     loop = Loop()
     started: list[Plugin] = []
+    inst: Plugin | None = None
     try:
+        runner = Runner(pipeline, loop)
         for inst in _start_order(pipeline):
             inst.start(loop)
             started.append(inst)
-        runner = Runner(pipeline)
+            runner.open(inst)
+        inst = None
         runner.start(interrupted=loop.has_pending_signals)
         if user:
             drop_privileges(user)
             log.log(NOTICE, "running as user %s", user.pw_name)
     except (PluginError, DaemonError, OSError) as exc:
-        inst_name = f"{inst}: " if not isinstance(exc, DaemonError) else ""
+        inst_name = f"{inst}: " if inst is not None and not isinstance(exc, DaemonError) else ""
         message = f"error starting {inst_name}{exc}"
         log.critical(message)
         _stop_all(started)
@@ -82,7 +85,6 @@ def run(opts) -> int:
     daemonizer.report(True)
     _install_signals(loop, pipeline, runner)
     loop.after_batch = runner.after_batch
-    loop.call_every(1.0, runner.tick)
     if config.global_options.stats_interval:
         loop.call_every(config.global_options.stats_interval, PeriodicReport(pipeline))
     log.log(NOTICE, "initialization finished, entering main loop")

@@ -3,7 +3,12 @@
 Signals are turned into loop events through `signal.set_wakeup_fd`, so they
 are handled between events, never inside one (as ulogd does with its
 self-pipe).  After every round of ready sockets the loop calls
-`after_batch` (the runner flushes outputs there).  A socket may have a
+`after_batch` (the runner hands the batch to the output writers there).
+
+No exception ends the loop: the runner guards each input's handler per
+datagram (`ulogpy.daemon.guard`), and the loop guards every callback (a
+reader, a writer, a timer, a signal handler) as a last resort, counting
+`failed` on the plugin the callback belongs to and logging the first few.  A socket may have a
 reader and a writer callback at once (an output waiting for its peer to
 accept more data still watches for the peer closing).
 """
@@ -12,11 +17,22 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 import selectors
 import signal
 import socket
 import time
 from collections.abc import Callable
+
+log = logging.getLogger("ulogpy.loop")
+#: Callback failures logged in full (with the traceback) before only counting.
+LOGGED_FAILURES = 5
+
+
+def _owner_counters(callback: Callable) -> object | None:
+    """The counters of the plugin a bound-method callback belongs to, if any."""
+    owner = getattr(callback, "__self__", None)
+    return getattr(owner, "counters", None)
 
 
 class Loop:
@@ -32,6 +48,7 @@ class Loop:
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         self.running = False
         self.after_batch: Callable[[], None] = lambda: None
+        self.failures = 0
 
     # -- sockets -------------------------------------------------------------
     def add_reader(self, sock, callback: Callable[[], None]) -> None:
@@ -97,7 +114,7 @@ class Loop:
             pass
         pending, self._pending_signals = self._pending_signals, []
         for signum in pending:
-            self._signal_handlers[signum](signum)
+            self._guarded(self._signal_handlers[signum], signum)
 
     # -- running -------------------------------------------------------------
     def stop(self) -> None:
@@ -117,19 +134,32 @@ class Loop:
                     continue
                 reader, writer = key.data
                 if mask & selectors.EVENT_READ and reader is not None:
-                    reader()
+                    self._guarded(reader)
                     if writer is not None:  # the reader may have dropped the socket or writer
                         current = self._selector.get_map().get(key.fd)
                         writer = current.data[1] if current is not None else None
                 if mask & selectors.EVENT_WRITE and writer is not None:
-                    writer()
+                    self._guarded(writer)
             if self._pending_signals:
                 self._dispatch_signals()
             now = time.monotonic()
             while self._timers and self._timers[0][0] <= now:
                 _, _, callback = heapq.heappop(self._timers)
-                callback()
-            self.after_batch()
+                self._guarded(callback)
+            self._guarded(self.after_batch)
+
+    def _guarded(self, callback: Callable, *args: object) -> None:
+        """Run one callback; an exception is counted and logged, never raised."""
+        try:
+            callback(*args)
+        except Exception as exc:
+            self.failures += 1
+            counters = _owner_counters(callback)
+            if counters is not None:
+                counters.add("failed")  # type: ignore[attr-defined]
+            if self.failures <= LOGGED_FAILURES:
+                log.error("%r failed in the main loop, skipped: %r", callback, exc,
+                          exc_info=exc)
 
     def close(self) -> None:
         signal.set_wakeup_fd(-1)

@@ -2,39 +2,43 @@
 
 Plugins stay small because everything around them lives here: fan-out of
 one input to several stacks, the per-stack chain of filters and output,
-counting what was emitted, stopped, failed or dropped, the queue and
-writer thread of each output (`ulogpy.outqueue`), flushing after each
-batch, and delivering signals once per real instance.
+counting what was emitted, stopped or failed, the guard around every
+input's handler (`ulogpy.daemon.guard`), each output's buffer and writer
+(`ulogpy.delivery`), the hand-over after each read batch, and delivering
+signals once per real instance.
 
-The per-event path is a closure per stack with no validation: the stack
+The per-event path is a function per stack with no validation: the stack
 builder already checked everything.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
-import time
+import signal
 from collections.abc import Callable
+from typing import Any
 
+from ulogpy import delivery
+from ulogpy.core.codegen import define
 from ulogpy.core.plugin import Counters, OutputPlugin, Plugin, Tally
 from ulogpy.core.stack import Pipeline, Stack
+from ulogpy.daemon.guard import guard_input
 from ulogpy.daemon.ownlog import NOTICE
-from ulogpy.delivery.outqueue import OutputQueue
+from ulogpy.delivery.writer import Writer
 
 log = logging.getLogger("ulogpy.runner")
 #: How many failures of one instance are logged in full before only counting.
 LOGGED_FAILURES = 5
 
 
-def _stack_chain(stack: Stack, sink: Callable[[dict], None] | None,
+def _stack_chain(stack: Stack, sink: Callable[[Any], None],
                  emitted: Tally | None = None) -> Callable[[dict], None]:
     """A function that runs one record through the filters of `stack` to its output.
 
-    `sink` is the output's queue (`OutputQueue.put`), which gets the record, or the
-    line the output renders it into (`renders_text`, rendered right here); without
-    a queue the output's `write` is called right here and counted.  With `emitted`
-    the function is the input's `emit` itself and counts the event there.
+    `sink` is the output's buffer (`Buffer.put`): it gets the record, or the line
+    the output renders it into (`renders_text`, rendered right here, in the reader's
+    thread).  With `emitted` the function is the input's `emit` itself and counts
+    the event there.
 
     Generated, one straight line per filter: this runs for every event, and a
     loop over the filters (with `enumerate` to know which one failed) costs more
@@ -53,9 +57,8 @@ def _stack_chain(stack: Stack, sink: Callable[[dict], None] | None,
         plugins[index].counters.add("stopped")
 
     scope: dict[str, object] = {"failed": failed, "stopped": stopped, "plugins": plugins,
-                                "emitted": emitted, "sink": sink, "write": output.write,
-                                "render": output.render, "output": output,
-                                "written": output.counters.tally("written")}
+                                "emitted": emitted, "sink": sink, "render": output.render,
+                                "output": output}
     lines = ["def chain(record):"]
     if emitted is not None:
         lines.append("    emitted.n += 1")
@@ -70,77 +73,68 @@ def _stack_chain(stack: Stack, sink: Callable[[dict], None] | None,
             lines.append(f"            return stopped({i})")
         lines.append("    except Exception as exc:")
         lines.append("        return failed(plugins[at], exc)")
-    if sink is not None and output.renders_text:
+    if output.renders_text:
         lines += ["    try:", "        line = render(record)", "    except Exception as exc:",
                   "        return failed(output, exc)", "    sink(line)"]
-    elif sink is not None:
-        lines.append("    sink(record)")
     else:
-        lines += ["    try:", "        write(record)", "    except Exception as exc:",
-                  "        failed(output, exc)", "    else:", "        written.n += 1"]
-    exec(compile("\n".join(lines) + "\n", f"<stack {label}>", "exec"), scope)
-    return scope["chain"]  # type: ignore[return-value]
+        lines.append("    sink(record)")
+    return define(lines, "chain", f"stack {label}", scope)
 
 
 class Runner:
-    """Connects inputs to their stacks and owns the output queues and their threads."""
+    """Connects inputs to their stacks; owns every output's buffer and writer."""
 
-    def __init__(self, pipeline: Pipeline) -> None:
+    def __init__(self, pipeline: Pipeline, loop: Any) -> None:
         self.pipeline = pipeline
-        self.queues: dict[OutputPlugin, OutputQueue] = {}
-        for out in pipeline.outputs:
-            if out.queued:
-                cfg = out.config
-                self.queues[out] = OutputQueue(out, cfg.queue_size, cfg.queue_policy,
-                                               cfg.spool_dir)
-        self.inline = [out for out in pipeline.outputs if out not in self.queues]
-        self._hand_overs = tuple(q.hand_over for q in self.queues.values())
+        self.writers: dict[OutputPlugin, Writer] = {
+            out: delivery.attach(out, loop) for out in pipeline.outputs}
+        self._hand_overs = tuple(w.buffer.hand_over for w in self.writers.values())
         for inp in pipeline.inputs:
-            stacks = [(s, self._sink(s.output)) for s in pipeline.stacks_of(inp)]
+            guard_input(inp)
+            stacks = [(s, self.writers[s.output].buffer.put) for s in pipeline.stacks_of(inp)]
             inp.emit = _emitter(stacks, inp.counters)
 
-    def _sink(self, out: OutputPlugin) -> Callable[[dict], None] | None:
-        queue = self.queues.get(out)
-        return queue.put if queue is not None else None
+    def open(self, inst: Plugin) -> None:
+        """An output whose destination must open at start (a file, as in ulogd) opens
+        now, or start-up fails with the plugin's words (PluginError)."""
+        writer = self.writers.get(inst)  # type: ignore[call-overload]
+        if writer is not None:
+            writer.open_at_start()
 
     def start(self, interrupted: Callable[[], bool] = lambda: False) -> None:
-        """Start the output threads (after the outputs' own `start`)."""
-        for queue in self.queues.values():
-            queue.interrupted = interrupted
-            queue.start()
+        """Start the writers (after the outputs' own `start`, before the inputs')."""
+        for writer in self.writers.values():
+            writer.buffer.interrupted = interrupted
+            writer.start()
 
     def after_batch(self) -> None:
-        """After each read batch: queued records go to their threads, inline outputs flush."""
+        """After each read batch: what the stacks queued goes to the writers."""
         for hand_over in self._hand_overs:
             hand_over()
-        flush_outputs(self.inline)
-
-    def tick(self) -> None:
-        """Once a second: every output writes what it holds back (non-`sync` files)."""
-        for out, queue in self.queues.items():
-            queue.control(functools.partial(out.flush, True))
-        flush_outputs(self.inline, force=True)
 
     def deliver(self, inst: Plugin, signum: int) -> None:
-        """A signal for one instance; an output's runs in its thread, after its records."""
-        queue = self.queues.get(inst)  # type: ignore[call-overload]
-        if queue is not None:
-            queue.control(functools.partial(inst.signal, signum))
-        else:
+        """A signal for one instance; an output's runs in its writer, after its records
+        (SIGHUP reopens every output's destination)."""
+        writer = self.writers.get(inst)  # type: ignore[call-overload]
+        if writer is None:
             inst.signal(signum)
+        elif signum == signal.SIGHUP:
+            writer.reopen()
+        elif type(inst).signal is not Plugin.signal:  # a control writes what precedes it
+            writer.control(lambda: inst.signal(signum))
 
-    def shutdown(self, timeout: float = 5.0) -> list[OutputPlugin]:
+    def depth(self) -> int:
+        """Records waiting in every output's buffer (memory and spool)."""
+        return sum(w.buffer.depth() for w in self.writers.values())
+
+    def shutdown(self) -> list[OutputPlugin]:
         """Write everything still queued; returns the outputs that stalled (left running)."""
-        for queue in self.queues.values():
-            queue.request_stop()
-        deadline = time.monotonic() + timeout
-        stalled = [out for out, queue in self.queues.items()
-                   if not queue.join(max(0.0, deadline - time.monotonic()))]
-        flush_outputs(self.inline, force=True)
-        return stalled
+        for writer in self.writers.values():
+            writer.request_stop()  # every thread drains at once, within one stop timeout
+        return [out for out, writer in self.writers.items() if not writer.stop()]
 
 
-def _emitter(stacks: list[tuple[Stack, Callable[[dict], None] | None]],
+def _emitter(stacks: list[tuple[Stack, Callable[[Any], None]]],
              counters: Counters) -> Callable[[dict], None]:
     """The input's `emit`: the only stack's chain itself, or the chain of each stack.
 
@@ -163,27 +157,9 @@ def _emitter(stacks: list[tuple[Stack, Callable[[dict], None] | None]],
     return emit
 
 
-def attach(pipeline: Pipeline) -> Runner:
+def attach(pipeline: Pipeline, loop: Any = None) -> Runner:
     """Connect every input's `emit` to the chains of its stacks."""
-    return Runner(pipeline)
-
-
-def flush_outputs(outputs: list[OutputPlugin], force: bool = False) -> None:
-    for out in outputs:
-        try:
-            out.flush(force)
-        except Exception as exc:
-            out.counters.add("flush_failed")
-            if out.counters.get("flush_failed") <= LOGGED_FAILURES:
-                log.error("%s: flush failed: %s", out, exc)
-
-
-#: Counters of events or records that did not make it (to the kernel's socket, into an
-#: output, into a database): a periodic report that sees one grow says so at NOTICE.
-LOSS_COUNTERS = frozenset({
-    "lost", "overruns", "dropped", "failed", "rejected", "truncated", "hash_full",
-    "write_errors", "recv_errors", "flush_failed",
-})
+    return Runner(pipeline, loop)
 
 
 def report_counters(pipeline: Pipeline, level: int = logging.INFO) -> None:
@@ -207,7 +183,7 @@ class PeriodicReport:
             before = self.last.get(inst, {})
             self.last[inst] = now
             grew = {k: v - before.get(k, 0) for k, v in now.items()
-                    if k in LOSS_COUNTERS and v > before.get(k, 0)}
+                    if inst.counters.is_loss(k) and v > before.get(k, 0)}
             if grew:
                 since = ", ".join(f"{k} +{n}" for k, n in sorted(grew.items()))
                 log.log(NOTICE, "counters %s: %s (since the last report: %s)", inst,

@@ -17,11 +17,11 @@ import psycopg
 from psycopg import sql
 
 from ulogpy.core.keys import Key
+from ulogpy.core.plugin import Unavailable
 from ulogpy.db.columns import ColumnError, map_columns
 from ulogpy.db.pgstatement import Procedure, build_statement
 from ulogpy.db.redact import Redactor
 from ulogpy.db.render import pg_renderer, row_builder
-from ulogpy.db.worker import Sink, SinkDown
 
 log = logging.getLogger("ulogpy.db")
 
@@ -44,11 +44,16 @@ def is_row_error(exc: psycopg.Error) -> bool:
         not isinstance(exc, psycopg.OperationalError)
 
 
-class PgSink(Sink):
+class PgSink:
+    """A PostgreSQL table as a transport of the delivery model (written from a thread)."""
+
+    nonblocking = False
+
     def __init__(self, *, label: str, conninfo: str, connect_timeout: int, schema: str,
                  table: str, procedure: Procedure, stack_keys: Sequence[Key],
                  redact: Redactor) -> None:
         self.label = label
+        self.target = f"{schema}.{table}"
         self.conninfo = conninfo
         self.connect_timeout = connect_timeout
         self.schema = schema
@@ -63,22 +68,22 @@ class PgSink(Sink):
         self.columns: list[str] = []
 
     # -- connection -------------------------------------------------------------------
-    def connect(self) -> None:
+    def open(self) -> None:
         self.close()
         try:
             conn = psycopg.connect(self.conninfo, autocommit=True,
                                    connect_timeout=self.connect_timeout,
                                    application_name="ulogpy")
         except psycopg.Error as exc:
-            raise SinkDown("unable to connect to db: " + self.redact(exc)) from None
+            raise Unavailable("unable to connect to db: " + self.redact(exc)) from None
         except Exception as exc:  # malformed conninfo and the like
-            raise SinkDown("unable to connect to db: " + self.redact(exc)) from None
+            raise Unavailable("unable to connect to db: " + self.redact(exc)) from None
         try:
             self._discover(conn)
         except (psycopg.Error, ColumnError) as exc:
             conn.close()
-            raise SinkDown(self.redact(exc)) from None
-        except SinkDown:
+            raise Unavailable(self.redact(exc)) from None
+        except Unavailable:
             conn.close()
             raise
         self.conn = conn
@@ -87,14 +92,14 @@ class PgSink(Sink):
         cur = conn.cursor()
         cur.execute(SCHEMA_QUERY, (self.schema,))
         if cur.fetchone() is None:
-            raise SinkDown(f"schema {self.schema} not found")
+            raise Unavailable(f"schema {self.schema} not found")
         if self.schema != "public":
             cur.execute(sql.SQL('SET search_path TO {}, "$user", public').format(
                 sql.Identifier(self.schema)))
         cur.execute(COLUMNS_QUERY, (self.table, self.schema))
         names = [row[0] for row in cur.fetchall()]
         if not names:
-            raise SinkDown(f"table {self.schema}.{self.table} not found (or has no column)")
+            raise Unavailable(f"table {self.schema}.{self.table} not found (or has no column)")
         active = map_columns(names, self.stack_keys)
         self.columns = [c.name for c in active]
         self.statement = build_statement(self.procedure, self.schema, self.table,
@@ -123,7 +128,7 @@ class PgSink(Sink):
     def write(self, records: list[dict]) -> int:
         conn = self.conn
         if conn is None or self.build is None:
-            raise SinkDown("not connected")
+            raise Unavailable("not connected")
         build = self.build
         rows = [build(r) for r in records]
         try:
@@ -132,7 +137,7 @@ class PgSink(Sink):
             return len(rows)
         except psycopg.Error as exc:
             if not is_row_error(exc):
-                raise SinkDown("execute failed: " + self.redact(exc)) from None
+                raise Unavailable("execute failed: " + self.redact(exc)) from None
         return self._one_by_one(conn, rows)
 
     def _one_by_one(self, conn: psycopg.Connection, rows: list[tuple]) -> int:
@@ -145,7 +150,7 @@ class PgSink(Sink):
                 stored += 1
             except psycopg.Error as exc:
                 if not is_row_error(exc):
-                    raise SinkDown("execute failed: " + self.redact(exc), stored=done) \
+                    raise Unavailable("execute failed: " + self.redact(exc), written=done) \
                         from None
                 self.rejected_logged += 1
                 if self.rejected_logged <= LOGGED_REJECTS:

@@ -23,9 +23,9 @@ import sqlite3
 from collections.abc import Sequence
 
 from ulogpy.core.keys import Key
+from ulogpy.core.plugin import Unavailable
 from ulogpy.db.columns import ColumnError, map_columns
 from ulogpy.db.render import row_builder, sqlite_renderer
-from ulogpy.db.worker import Sink, SinkDown
 
 log = logging.getLogger("ulogpy.db")
 
@@ -60,11 +60,16 @@ def is_row_error(exc: sqlite3.Error) -> bool:
     return code is not None and (code & 0xFF) in ROW_ERRORS
 
 
-class SqliteSink(Sink):
+class SqliteSink:
+    """An SQLite table as a transport of the delivery model (written from a thread)."""
+
+    nonblocking = False
+
     def __init__(self, *, label: str, path: str, table: str, stack_keys: Sequence[Key],
                  merge_flows: bool = False, create_sql: str | None = None) -> None:
         self.label = label
         self.path = path
+        self.target = f"{path} table {table}"
         self.table = table
         self.stack_keys = list(stack_keys)
         self.merge = merge_flows
@@ -73,7 +78,7 @@ class SqliteSink(Sink):
         self.rejected_logged = 0
 
     # -- connection -------------------------------------------------------------------
-    def connect(self) -> None:
+    def open(self) -> None:
         self.close()
         try:
             parent = os.path.dirname(self.path)
@@ -82,7 +87,7 @@ class SqliteSink(Sink):
             conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None,
                                    check_same_thread=False)
         except (sqlite3.Error, OSError) as exc:
-            raise SinkDown(f"can't open {self.path}: {exc}") from None
+            raise Unavailable(f"can't open {self.path}: {exc}") from None
         try:
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if mode.lower() != "wal":
@@ -94,7 +99,7 @@ class SqliteSink(Sink):
             self._discover(conn)
         except (sqlite3.Error, ColumnError) as exc:
             conn.close()
-            raise SinkDown(f"{self.path}: {exc}") from None
+            raise Unavailable(f"{self.path}: {exc}") from None
         self.conn = conn
 
     def _discover(self, conn: sqlite3.Connection) -> None:
@@ -143,7 +148,7 @@ class SqliteSink(Sink):
     def write(self, records: list[dict]) -> int:
         conn = self.conn
         if conn is None:
-            raise SinkDown("not open")
+            raise Unavailable("not open")
         rows = [self.build(r) for r in records]
         try:
             conn.execute("BEGIN IMMEDIATE")
@@ -157,7 +162,7 @@ class SqliteSink(Sink):
         except sqlite3.Error as exc:
             self._rollback(conn)
             if not is_row_error(exc):
-                raise SinkDown(f"{self.path}: {exc}") from None
+                raise Unavailable(f"{self.path}: {exc}") from None
         return self._one_by_one(conn, rows)
 
     def _merge_row(self, conn: sqlite3.Connection, row: tuple) -> None:
@@ -186,7 +191,7 @@ class SqliteSink(Sink):
             except sqlite3.Error as exc:
                 self._rollback(conn)
                 if not is_row_error(exc):
-                    raise SinkDown(f"{self.path}: {exc}", stored=done) from None
+                    raise Unavailable(f"{self.path}: {exc}", written=done) from None
                 self.rejected_logged += 1
                 if self.rejected_logged <= LOGGED_REJECTS:
                     log.error("%s: row rejected by SQLite: %s", self.label, exc)

@@ -1,7 +1,7 @@
 """The on-disk spool: records an output could not take yet, kept across restarts.
 
-Used by the database outputs while the database is away and by any output
-whose queue policy is `spool` (`ulogpy.outqueue`) while it is too slow.
+Used by every output whose queue policy is `spool` (the databases' default)
+while its destination is away or too slow (`ulogpy.delivery.buffer`).
 
 A directory of append-only segment files (`<seq>.spool`), one JSON value
 per line (a record, or a file output's rendered line), read back oldest
@@ -268,7 +268,7 @@ class Spool:
         return rows
 
     def commit(self, count: int) -> None:
-        """The first `count` rows of the last `read` are in the database."""
+        """The first `count` rows of the last `read` reached the destination."""
         with self.lock:
             if count <= 0:
                 return

@@ -31,6 +31,8 @@ import struct
 from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
+from ulogpy.core.codegen import define
+
 NLA_F_NESTED = 0x8000
 NLA_F_NET_BYTEORDER = 0x4000
 NLA_TYPE_MASK = 0x3FFF
@@ -56,6 +58,16 @@ Layout = tuple[int, int, Any]
 
 class MalformedMessage(ValueError):
     """The bytes do not form a well-framed netlink message or attribute."""
+
+
+def message_length(size: int, offset: int, length: int | None) -> int:
+    """The length of the message at `offset` in a buffer of `size` bytes: `length`, or
+    up to the end; `MalformedMessage` when that range is not inside the buffer."""
+    if length is None:
+        length = size - offset
+    if offset < 0 or length < 0 or offset + length > size:
+        raise MalformedMessage("range outside buffer")
+    return length
 
 
 _HDR = struct.Struct("=HH").unpack_from
@@ -162,9 +174,7 @@ def _setter(st: struct.Struct, names: list[str]) -> Any:
         return lambda out, buf, pos: None
     targets = ", ".join(f"out[{str(n)!r}]" for n in names)
     src = f"def setter(out, buf, pos):\n    {targets}, = _unpack(buf, pos)\n"
-    scope: dict[str, Any] = {"_unpack": st.unpack_from}
-    exec(compile(src, f"<layout {names}>", "exec"), scope)
-    return scope["setter"]
+    return define(src, "setter", f"layout {' '.join(names)}", {"_unpack": st.unpack_from})
 
 
 def walk(buf: bytes, start: int, end: int, table: Table, out: dict[str, Any]) -> None:

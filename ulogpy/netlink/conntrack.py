@@ -22,6 +22,7 @@ from __future__ import annotations
 import struct
 from typing import Any
 
+from ulogpy.core.codegen import define
 from ulogpy.netlink.attrs import (
     MalformedMessage,
     Table,
@@ -29,6 +30,7 @@ from ulogpy.netlink.attrs import (
     be16,
     be32,
     be64,
+    message_length,
     message_shape,
     nested,
     nested_raw,
@@ -38,8 +40,10 @@ from ulogpy.netlink.attrs import (
     walk,
 )
 from ulogpy.netlink.nlsock import NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST, NLMSGHDR
+from ulogpy.netlink.shapes import ShapeCache
 
 __all__ = [
+    "CtDecoder",
     "CtEvent",
     "MalformedMessage",
     "decode_ct",
@@ -312,53 +316,60 @@ class CtEvent:
         )
 
 
-def decode_ct(
-    buf: bytes | bytearray | memoryview, offset: int = 0, length: int | None = None
-) -> CtEvent | None:
-    """Decode the ctnetlink message at ``buf[offset:offset+length]``.
+class CtDecoder(ShapeCache):
+    """Decodes ctnetlink messages, learning the shapes of those it decodes (see "shapes").
 
-    `length` bounds the message (default: to the end of `buf`); the message's
-    own nlmsg_len must fit inside it.  Nothing outside that range is read.
-    Returns None for messages that are not conntrack NEW/DELETE (see module
-    docstring); raises `MalformedMessage` for broken framing.
+    Why an object: the learnt shapes are state, so each owner (an NFCT instance, a
+    test, a tool) keeps its own and no one fills or resets another's.  `decode_ct`
+    and `reset_shapes` work on `default_decoder`, shared by the process.
     """
-    if type(buf) is not bytes:
-        # Work on an immutable copy of just this message: slices are then bytes.
-        n = len(buf)
-        if length is None:
-            length = n - offset
-        if offset < 0 or length < 0 or offset + length > n:
-            raise MalformedMessage("range outside buffer")
-        buf = bytes(buf[offset : offset + length])
-        offset = 0
-    else:
-        n = len(buf)
-        if length is None:
-            length = n - offset
-        if offset < 0 or length < 0 or offset + length > n:
-            raise MalformedMessage("range outside buffer")
-    if length < _MIN_LEN:
-        raise MalformedMessage("message shorter than nlmsghdr + nfgenmsg")
-    mlen, mtype, mflags, _seq, _pid = _NLHDR(buf, offset)
-    if mlen < _MIN_LEN or mlen > length:
-        raise MalformedMessage(f"bad nlmsg_len {mlen}")
-    if mtype == _CT_NEW:
-        event = EVENT_NEW if mflags & _CREATE_OR_EXCL else EVENT_UPDATE
-    elif mtype == _CT_DELETE:
-        event = EVENT_DESTROY
-    else:
-        return None
-    family = buf[offset + 16]
-    shapes = _SHAPES.get(mlen << 8 | family)
-    if shapes is not None:
-        img = int.from_bytes(buf[offset + _MIN_LEN : offset + mlen], "little")
-        for mask, image, fill in shapes:
-            if img & mask == image:
-                return fill(buf, offset + _MIN_LEN, event, mtype & 0xFF, mflags)
-    ev = _decode_walk(buf, offset, mlen, event, mtype, mflags, family)
-    if _learning[0] > 0:
-        _learn(buf, offset, mlen, ev)
-    return ev
+
+    __slots__ = ()
+
+    def decode(
+        self, buf: bytes | bytearray | memoryview, offset: int = 0, length: int | None = None
+    ) -> CtEvent | None:
+        """Decode the ctnetlink message at ``buf[offset:offset+length]``.
+
+        `length` bounds the message (default: to the end of `buf`); the message's
+        own nlmsg_len must fit inside it.  Nothing outside that range is read.
+        Returns None for messages that are not conntrack NEW/DELETE (see module
+        docstring); raises `MalformedMessage` for broken framing.
+        """
+        length = message_length(len(buf), offset, length)
+        if type(buf) is not bytes:
+            # Work on an immutable copy of just this message: slices are then bytes.
+            buf = bytes(buf[offset : offset + length])
+            offset = 0
+        if length < _MIN_LEN:
+            raise MalformedMessage("message shorter than nlmsghdr + nfgenmsg")
+        mlen, mtype, mflags, _seq, _pid = _NLHDR(buf, offset)
+        if mlen < _MIN_LEN or mlen > length:
+            raise MalformedMessage(f"bad nlmsg_len {mlen}")
+        if mtype == _CT_NEW:
+            event = EVENT_NEW if mflags & _CREATE_OR_EXCL else EVENT_UPDATE
+        elif mtype == _CT_DELETE:
+            event = EVENT_DESTROY
+        else:
+            return None
+        family = buf[offset + 16]
+        shapes = self.shapes.get(mlen << 8 | family)
+        if shapes is not None:
+            img = int.from_bytes(buf[offset + _MIN_LEN : offset + mlen], "little")
+            for mask, image, fill in shapes:
+                if img & mask == image:
+                    return fill(buf, offset + _MIN_LEN, event, mtype & 0xFF, mflags)
+        ev = _decode_walk(buf, offset, mlen, event, mtype, mflags, family)
+        if self.attempts > 0:
+            self._learn(buf, offset, mlen, ev)
+        return ev
+
+    def _learn(self, buf: bytes, offset: int, mlen: int, ev: CtEvent) -> None:
+        self.attempts -= 1
+        fill = compile_fill(buf, offset, mlen, ev)
+        if fill is None:
+            return
+        self.keep(mlen << 8 | ev.family, fill, 2)  # (mask, image, fill): a new mask/image
 
 
 def _decode_walk(buf: bytes, offset: int, mlen: int, event: int, mtype: int, mflags: int,
@@ -423,17 +434,12 @@ def _decode_walk(buf: bytes, offset: int, mlen: int, event: int, mtype: int, mfl
 # the walker decoded are learnt (`attrs.message_shape`, the protocol numbers pinned
 # since ulogd's validity rules depend on them) and a function generated for each that
 # unpacks all values with one `struct` call and builds the record in one expression.
-# A message that matches gives exactly what the walker gives (`reset_shapes(False)`
-# turns the fast path off, to compare both); anything else takes the walker.
+# A message that matches gives exactly what the walker gives (`CtDecoder(learn=False)`
+# has no fast path, to compare both); anything else takes the walker.  Each generated
+# function is named after its shape (`ulogpy.core.codegen`), so a traceback shows it.
 
 #: Values the validity rules read: part of a shape, not only of its values.
 _PINNED = frozenset({"orig.ip.protocol", "reply.ip.protocol"})
-#: Shapes learnt at most, and learning attempts at most (odd traffic cannot cost forever).
-MAX_SHAPES = 64
-#: (nlmsg_len << 8 | family) -> [(mask, image, fill(buf, start, event, mtype, mflags))]
-_SHAPES: dict[int, list[tuple[int, int, Any]]] = {}
-#: [learning attempts left, shapes left]; a list so the hot path reads one global.
-_learning = [4 * MAX_SHAPES, MAX_SHAPES]
 #: CtEvent fields taken from walker outputs that are not ulogd keys, with their defaults.
 _EXTRAS = (
     ("start_ns", _X_START, None), ("stop_ns", _X_STOP, None), ("event_ns", _X_EVENT_TS, None),
@@ -442,24 +448,15 @@ _EXTRAS = (
 )
 
 
+#: The decoder of `decode_ct`, for callers that do not keep their own.
+default_decoder = CtDecoder()
+#: Decode with `default_decoder` (a bound method: no extra call on the hot path).
+decode_ct = default_decoder.decode
+
+
 def reset_shapes(enabled: bool = True) -> None:
-    """Forget the learnt shapes (tests use this to compare both paths)."""
-    _SHAPES.clear()
-    _learning[:] = [4 * MAX_SHAPES, MAX_SHAPES] if enabled else [0, 0]
-
-
-def _learn(buf: bytes, offset: int, mlen: int, ev: CtEvent) -> None:
-    _learning[0] -= 1
-    fill = compile_fill(buf, offset, mlen, ev)
-    if fill is None:
-        return
-    mask, image, func = fill
-    known = _SHAPES.setdefault(mlen << 8 | ev.family, [])
-    if all((m, i) != (mask, image) for m, i, _f in known):
-        known.append((mask, image, func))
-        _learning[1] -= 1
-        if _learning[1] <= 0:
-            _learning[0] = 0
+    """Forget what `default_decoder` learnt; without `enabled`, only the walker decodes."""
+    default_decoder.reset(enabled)
 
 
 def compile_fill(buf: bytes, offset: int, mlen: int, ev: CtEvent) -> tuple[int, int, Any] | None:
@@ -505,9 +502,9 @@ def compile_fill(buf: bytes, offset: int, mlen: int, ev: CtEvent) -> tuple[int, 
         f"                    key, zone, {extras['status']}, {extras['icmp_id']},",
         f"                    {extras['icmpv6_type']}, {extras['icmpv6_code']})",
     ]
-    scope: dict[str, Any] = {"_unpack": shape.unpack, "_ZONE": _ZONE, "_CtEvent": CtEvent}
-    exec(compile("\n".join(lines) + "\n", "<conntrack shape>", "exec"), scope)
-    return shape.mask, shape.image, scope["fill"]
+    scope = {"_unpack": shape.unpack, "_ZONE": _ZONE, "_CtEvent": CtEvent}
+    fill = define(lines, "fill", f"conntrack shape family {ev.family} len {mlen}", scope)
+    return shape.mask, shape.image, fill
 
 
 def build_dump_request(seq: int, family: int = 0, zero_counters: bool = False) -> bytes:

@@ -35,11 +35,14 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from ulogpy.netlink.attrs import MalformedMessage, attr
+from ulogpy.core.codegen import define
+from ulogpy.netlink.attrs import MalformedMessage, attr, message_length
 from ulogpy.netlink.nlsock import NLM_F_ACK, NLM_F_REQUEST, NLMSGHDR
+from ulogpy.netlink.shapes import ShapeCache
 
 __all__ = [
     "MalformedMessage",
+    "NflogDecoder",
     "PartialMessage",
     "decode_packet",
     "reset_shapes",
@@ -190,61 +193,76 @@ class PartialMessage(MalformedMessage):
         self.values = values
 
 
-def decode_packet(
-    buf: bytes, offset: int = 0, length: int | None = None, base: dict[str, Any] | None = None
-) -> dict[str, Any] | None:
-    """Decode the NFLOG packet message at ``buf[offset:offset+length]`` into ulogd keys.
+class NflogDecoder(ShapeCache):
+    """Decodes NFLOG packet messages, learning the shapes of those it decodes ("shapes").
 
-    `base` holds the keys every record carries (copied, never modified): the
-    plugin passes ``raw.pktcount``, ``raw.label`` and ``oob.mark`` = 0 there.
-    The result also has ``oob.family`` (nfgen_family), ``raw`` (the whole
-    message), and whatever the attributes carry.  Missing time stamps are
-    left to the caller (ulogd uses the reception time).
-
-    `length` bounds the message (default: to the end of `buf`); its own
-    nlmsg_len must fit inside.  Values are slices of `buf` (other buffer
-    types are copied to `bytes` first).
+    Why an object: the learnt shapes are state, so each owner (an NFLOG instance, a
+    test, a tool) keeps its own and no one fills or resets another's.
+    `decode_packet` and `reset_shapes` work on `default_decoder`, shared by the process.
     """
-    if type(buf) is not bytes:
-        buf = bytes(buf)  # values are slices: they must not share a buffer reused later
-    n = len(buf)
-    if length is None:
-        length = n - offset
-    if offset < 0 or length < 0 or offset + length > n:
-        raise MalformedMessage("range outside buffer")
-    if length < _MIN_LEN:
-        raise MalformedMessage("message shorter than nlmsghdr + nfgenmsg")
-    mlen, mtype = _NLHDR(buf, offset)[:2]
-    if mlen < _MIN_LEN or mlen > length:
-        raise MalformedMessage(f"bad nlmsg_len {mlen}")
-    if mtype != MSG_PACKET:
-        return None
-    end = offset + mlen
-    start = offset + _MIN_LEN
-    v: dict[str, Any] = {} if base is None else base.copy()
-    v["oob.family"] = buf[offset + 16]
-    v["raw"] = buf[offset:end]
 
-    shapes = _SHAPES.get(buf[start : start + _KEY_LEN])
-    if shapes is not None:
-        for mask, image, size, fill in shapes:
-            if size <= end - start and int.from_bytes(buf[start : start + size], "little") \
-                    & mask == image:
-                ppos = start + size - 4
-                alen = _AHDR(buf, ppos)[0]
-                if alen >= 4 and ppos + ((alen + 3) & ~3) == end:
-                    fill(v, buf, start)
-                    v["raw.pkt"] = buf[ppos + 4 : ppos + alen]
-                    v["raw.pktlen"] = alen - 4
-                    return v
-                break
-    damage = _walk(buf, start, end, v)
-    _validity(v)
-    if damage is not None:
-        raise PartialMessage(damage, v)
-    if _learning[0] > 0:
-        _learn(buf, start, end)
-    return v
+    __slots__ = ()
+
+    def decode(
+        self, buf: bytes, offset: int = 0, length: int | None = None,
+        base: dict[str, Any] | None = None,
+    ) -> dict[str, Any] | None:
+        """Decode the NFLOG packet message at ``buf[offset:offset+length]`` into ulogd keys.
+
+        `base` holds the keys every record carries (copied, never modified): the
+        plugin passes ``raw.pktcount``, ``raw.label`` and ``oob.mark`` = 0 there.
+        The result also has ``oob.family`` (nfgen_family), ``raw`` (the whole
+        message), and whatever the attributes carry.  Missing time stamps are
+        left to the caller (ulogd uses the reception time).
+
+        `length` bounds the message (default: to the end of `buf`); its own
+        nlmsg_len must fit inside.  Values are slices of `buf` (other buffer
+        types are copied to `bytes` first).
+        """
+        if type(buf) is not bytes:
+            buf = bytes(buf)  # values are slices: they must not share a buffer reused later
+        length = message_length(len(buf), offset, length)
+        if length < _MIN_LEN:
+            raise MalformedMessage("message shorter than nlmsghdr + nfgenmsg")
+        mlen, mtype = _NLHDR(buf, offset)[:2]
+        if mlen < _MIN_LEN or mlen > length:
+            raise MalformedMessage(f"bad nlmsg_len {mlen}")
+        if mtype != MSG_PACKET:
+            return None
+        end = offset + mlen
+        start = offset + _MIN_LEN
+        v: dict[str, Any] = {} if base is None else base.copy()
+        v["oob.family"] = buf[offset + 16]
+        v["raw"] = buf[offset:end]
+
+        shapes = self.shapes.get(buf[start : start + _KEY_LEN])
+        if shapes is not None:
+            for mask, image, size, fill in shapes:
+                if size <= end - start and int.from_bytes(buf[start : start + size], "little") \
+                        & mask == image:
+                    ppos = start + size - 4
+                    alen = _AHDR(buf, ppos)[0]
+                    if alen >= 4 and ppos + ((alen + 3) & ~3) == end:
+                        fill(v, buf, start)
+                        v["raw.pkt"] = buf[ppos + 4 : ppos + alen]
+                        v["raw.pktlen"] = alen - 4
+                        return v
+                    break
+        damage = _walk(buf, start, end, v)
+        _validity(v)
+        if damage is not None:
+            raise PartialMessage(damage, v)
+        if self.attempts > 0:
+            self._learn(buf, start, end)
+        return v
+
+    def _learn(self, buf: bytes, start: int, end: int) -> None:
+        self.attempts -= 1
+        shape = compile_shape(buf, start, end)
+        if shape is None:
+            return
+        key, entry = shape
+        self.keep(key, entry, 3)  # (mask, image, size, fill): a new mask/image/size
 
 
 def _walk(buf: bytes, pos: int, end: int, v: dict[str, Any]) -> str | None:
@@ -336,33 +354,18 @@ def _validity(v: dict[str, Any]) -> None:
 #: Bytes of the attribute area that index the shapes: the packet header attribute
 #: (hardware protocol, hook) and the header of the attribute after it.
 _KEY_LEN = 12
-#: Shapes learnt at most, and attempts at most (so odd traffic cannot cost forever).
-MAX_SHAPES = 64
 # (mask, image, size up to and including the payload's header, fill(v, buf, start))
 Shape = tuple[int, int, int, Any]
-_SHAPES: dict[bytes, list[Shape]] = {}
-#: [learning attempts left, shapes left]; a list so the hot path reads one global.
-_learning = [4 * MAX_SHAPES, MAX_SHAPES]
+
+#: The decoder of `decode_packet`, for callers that do not keep their own.
+default_decoder = NflogDecoder()
+#: Decode with `default_decoder` (a bound method: no extra call on the hot path).
+decode_packet = default_decoder.decode
 
 
 def reset_shapes(enabled: bool = True) -> None:
-    """Forget the learnt shapes (tests use this to compare both paths)."""
-    _SHAPES.clear()
-    _learning[:] = [4 * MAX_SHAPES, MAX_SHAPES] if enabled else [0, 0]
-
-
-def _learn(buf: bytes, start: int, end: int) -> None:
-    _learning[0] -= 1
-    shape = compile_shape(buf, start, end)
-    if shape is None:
-        return
-    key, entry = shape
-    known = _SHAPES.setdefault(key, [])
-    if entry[:3] not in [s[:3] for s in known]:
-        known.append(entry)
-        _learning[1] -= 1
-        if _learning[1] <= 0:
-            _learning[0] = 0
+    """Forget what `default_decoder` learnt; without `enabled`, only the generic loop decodes."""
+    default_decoder.reset(enabled)
 
 
 def compile_shape(buf: bytes, start: int, end: int) -> tuple[bytes, Shape] | None:
@@ -460,10 +463,8 @@ def _compile_fill(fixed: list[tuple[int, int, int]]) -> Any:
         lines.append(f"        v['raw.mac_len'] = {mac_len}")
         lines.append(f"        v['raw.mac'] = {local.get('raw.mac', repr(b''))}")
         lines.append(f"        v['raw.type'] = {local.get('raw.type', '0')}")
-    src = "def fill(v, buf, start):\n" + "\n".join(lines) + "\n"
-    scope: dict[str, Any] = {"_unpack": struct.Struct("".join(fmt)).unpack_from}
-    exec(compile(src, "<nflog shape>", "exec"), scope)
-    return scope["fill"]
+    scope = {"_unpack": struct.Struct("".join(fmt)).unpack_from}
+    return define(["def fill(v, buf, start):", *lines], "fill", "nflog shape", scope)
 
 
 def _split_fmt(fmt: str) -> list[str]:

@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ulogpy.core.codegen import define
 from ulogpy.core.keys import Key, KeyType
 
 #: Decoder results: the layer decoded completely, stopped because the bytes
@@ -184,11 +185,9 @@ def compile_header(header: Header, layer: bool = False) -> Callable[..., Any]:
         lines.append(f"    return {OK}")
     else:
         lines.append(f"    return ({''.join(value[n] + ', ' for n in header.returns)})")
-    scope: dict[str, Any] = {"_unpack": unpacker.unpack_from}
-    exec(compile("\n".join(lines) + "\n", f"<header {header.name}>", "exec"), scope)
-    fn = scope[f"decode_{header.name}"]
-    fn.source = "\n".join(lines)  # for debugging: print(decoder.source)
-    return fn
+    # inspect.getsource(decoder) shows the generated code (see ulogpy.core.codegen).
+    return define(lines, f"decode_{header.name}", f"header {header.name}",
+                  {"_unpack": unpacker.unpack_from})
 
 
 def header_keys(headers: Sequence[Header]) -> dict[str, Key]:

@@ -6,8 +6,11 @@ socket buffer sized from ulogd's options (large by default), one reused
 receive buffer, a read loop bounded per wake-up (so the event loop keeps
 control for flushes and signals), ENOBUFS counted as an overrun that grows
 the buffer up to its maximum, and every other read error counted and
-logged, never raised into the loop.  The inputs only decode (`_datagram`)
-and say what to do after an overrun (`after_overrun`).
+logged, never raised into the loop.  The inputs only decode (`receive`)
+and say what to do after an overrun (`after_overrun`).  `receive` is looked
+up on the instance for every read batch, so the daemon's guard
+(`ulogpy.daemon.guard.guard_input`) can wrap it: an exception out of one
+datagram is counted there and the next datagram is read.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import socket
 from collections.abc import Callable
 from typing import ClassVar
 
-from ulogpy.core.plugin import InputPlugin
+from ulogpy.core.plugin import InputPlugin, counters
 from ulogpy.daemon.ownlog import NOTICE
 from ulogpy.netlink import nlsock
 
@@ -32,6 +35,10 @@ class NetlinkInput(InputPlugin):
 
     #: The socket's name in error messages ("ctnetlink", "nfnetlink_log").
     socket_name: ClassVar[str] = "netlink"
+    counter_table = counters(
+        ("overruns", True, "kernel socket overruns (ENOBUFS): events lost in the kernel"),
+        ("recv_errors", True, "failed reads of the socket"),
+    )
     sock: socket.socket | None = None
     #: The receive buffer as the kernel reports it (`maxsize`: how far it may grow).
     rcvbuf = 0
@@ -48,7 +55,7 @@ class NetlinkInput(InputPlugin):
         """The largest datagram read at once."""
         return 65536
 
-    def _datagram(self, data: bytes) -> None:
+    def receive(self, data: bytes) -> None:
         """Decode one datagram and emit its events."""
         raise NotImplementedError
 
@@ -69,7 +76,7 @@ class NetlinkInput(InputPlugin):
         if sock is None:
             return
         recv = self._receiver(sock)
-        datagram = self._datagram
+        receive = self.receive  # the instance's: the guard's wrapper once guarded
         for _ in range(READS_PER_WAKEUP):
             try:
                 data = recv()
@@ -83,7 +90,7 @@ class NetlinkInput(InputPlugin):
                 log.error("%s: reading the %s socket failed: %s", self.id, self.socket_name,
                           exc)
                 return
-            datagram(data)
+            receive(data)
 
     def _receiver(self, sock) -> Callable[[], bytes]:
         """A function returning the next datagram (at most `recv_size` bytes).
