@@ -14,8 +14,9 @@ import logging
 import warnings
 from typing import TYPE_CHECKING
 
-from ulogpy.core.plugin import Option, PluginError
-from ulogpy.db.output import DB_OPTIONS, DbOutput
+from ulogpy.core.plugin import Option
+from ulogpy.db.conninfo import pg_conninfo
+from ulogpy.db.output import DB_OPTIONS, DbOutput, ulogd_queue_size
 from ulogpy.db.pgstatement import ProcedureError, parse_procedure
 from ulogpy.db.redact import Redactor, secrets_of_conninfo
 
@@ -77,24 +78,11 @@ class PGSQL(DbOutput):
             conninfo = cfg.connstring
             secrets += secrets_of_conninfo(conninfo)
         else:
-            params = {"host": cfg.host, "port": cfg.port or None, "dbname": cfg.db,
-                      "user": cfg.user, "password": password}
-            from psycopg.conninfo import make_conninfo
-
-            try:
-                conninfo = make_conninfo(**{k: v for k, v in params.items() if v})
-            except Exception as exc:
-                raise PluginError(f"bad connection parameters: {exc}") from None
+            conninfo = pg_conninfo(host=cfg.host, port=cfg.port, db=cfg.db, user=cfg.user,
+                                   password=password)
         self.redact = Redactor(secrets)
         self.conninfo = conninfo
-        if cfg.ring_buffer_size and cfg.backlog_memcap:
-            log.warning("%s: ring_buffer_size and backlog_memcap both set: the ring buffer "
-                        "size is used", self)
-        if "queue_size" not in cfg.model_fields_set:  # ulogd's options size the queue
-            if cfg.ring_buffer_size > 0:
-                cfg.queue_size = cfg.ring_buffer_size
-            elif cfg.backlog_memcap > 0:
-                cfg.queue_size = max(1, cfg.backlog_memcap // 1024)
+        ulogd_queue_size(cfg, self)
         super().configure()
 
     def initial_backoff(self) -> float:

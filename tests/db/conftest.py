@@ -15,6 +15,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.db.helpers import OutputHarness
+from tests.db.mysql_fixtures import my, new_mydb, ulogd_mysql_schema  # noqa: F401 (fixtures)
 from tests.pgcluster import ulogd_schema_sql
 
 _counter = itertools.count()

@@ -2,10 +2,12 @@
 
 Two lan hosts (10.O.1.2 and 10.O.3.2, two networks of the firewall) sit behind fw's
 masquerade.  ulogpy on fw logs conntrack NEW and DESTROY events (kernel timestamps)
-through IP2STR to JSON, to SQLITE3 (merge_flows) and to PGSQL (ulogd's schema,
-INSERT_OR_REPLACE_CT).  A server on wan records, for every connection, the public
-address and port it saw and when.  Then, for each of those, nat-lookup against each
-history must name the inside host and port that made it, first in rank.
+through IP2STR to JSON, to SQLITE3 (merge_flows), to PGSQL (ulogd's schema,
+INSERT_OR_REPLACE_CT) and to MYSQL (MariaDB set up by `ulogpy db init --mysql`,
+INSERT_OR_REPLACE_CT through `conntrack_events`).  A server on wan records, for every
+connection, the public address and port it saw and when.  Then, for each of those,
+nat-lookup against each history must name the inside host and port that made it, first
+in rank.
 
 Connections (all to the same wan server port):
 * c1 lan1:S1, kept open during the lookups;
@@ -30,6 +32,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.mariadb import MariaDB, mariadb_skip_reason
 from tests.netns import NatTopology, Netns, conntrack_reap, wait_until
 from tests.pgcluster import PgCluster, pg_skip_reason, ulogd_schema_sql
 from tests.ulogd_ref import ULOGPY, UlogdProcess, read_lines
@@ -67,6 +70,18 @@ user="postgres"
 host="{pg_host}"
 port={pg_port}
 table="ulog2_ct"
+procedure="INSERT_OR_REPLACE_CT"
+spool_dir="{d}/spool"
+"""
+MYSQL_CONF = """\
+stack=ct1:NFCT,ip2str1:IP2STR,my1:MYSQL
+[my1]
+db="nat"
+host="localhost"
+socket="{sock}"
+user="root"
+pass=""
+table="conntrack_events"
 procedure="INSERT_OR_REPLACE_CT"
 spool_dir="{d}/spool"
 """
@@ -219,6 +234,29 @@ def world(live_ok) -> Iterator[tuple[NatTopology, TwoLans, PgCluster]]:
             booted["pg"].close()  # type: ignore[attr-defined]
 
 
+@pytest.fixture
+def mynat() -> Iterator[MariaDB | None]:
+    """A MariaDB server with database `nat` set up by `ulogpy db init --mysql` (None, and
+    no MYSQL history, where mariadb-server is missing)."""
+    if mariadb_skip_reason():
+        yield None
+        return
+    with MariaDB() as server:
+        server.create_db("nat")
+        subprocess.run([ULOGPY, "db", "init", "--mysql",
+                        f"mysql://root@localhost/nat?socket={server.socket}"], check=True,
+                       capture_output=True, timeout=60)
+        yield server
+
+
+def with_mysql(conf: str, d: Path, my: MariaDB | None) -> str:
+    if my is None:
+        return conf
+    stacks, _, sections = conf.partition("[ct1]")
+    extra_stack, _, section = MYSQL_CONF.format(sock=my.socket, d=d).partition("\n")
+    return f"{stacks.rstrip()}\n{extra_stack}\n[ct1]{sections}{section}"
+
+
 def connect(ns: Netns, proto: str, addr: str, port: int, sport: int, token: str,
             hold: bool = False) -> subprocess.Popen | None:
     argv = [sys.executable, "-c", CLIENT, proto, addr, port, sport, token, int(hold)]
@@ -244,10 +282,10 @@ def lookup(*args: str, capsys) -> tuple[int, list[dict], str]:
     return code, (json.loads(out) if out else []), err
 
 
-def test_nat_lookup_end_to_end(world, tmp_path: Path, capsys) -> None:
+def test_nat_lookup_end_to_end(world, mynat, tmp_path: Path, capsys) -> None:
     topo, lans, pg = world
     d = tmp_path
-    conf = CONF.format(d=d, pg_host=pg.sockdir, pg_port=pg.port)
+    conf = with_mysql(CONF.format(d=d, pg_host=pg.sockdir, pg_port=pg.port), d, mynat)
     wan4, wan6 = topo.wan_ip4, topo.wan_ip6
     lan1, lan2 = topo.lan, lans.lan2
     who = {  # token -> (namespace, inside address, source port)
@@ -291,8 +329,8 @@ def test_nat_lookup_end_to_end(world, tmp_path: Path, capsys) -> None:
         closed = ["c2", "c3", "c4", "c5", "v1", "v2"]
         for token in closed:
             wait_gone(topo.fw, seen[token].public_port)
-        sources = histories(d, pg)
-        wait_for_destroys(d, pg, len(closed), ul)
+        sources = histories(d, pg, mynat)
+        wait_for_destroys(d, pg, len(closed), ul, mynat)
 
         for token, rec in seen.items():
             for src in sources:
@@ -352,12 +390,14 @@ def server_records(path: Path, who: dict, expected: int) -> dict[str, Seen]:
     return wait_until(load, 10, what="the server saw every connection")  # type: ignore[return-value]
 
 
-def histories(d: Path, pg: PgCluster) -> list[str]:
+def histories(d: Path, pg: PgCluster, my: MariaDB | None = None) -> list[str]:
+    mysql = [f"mysql://root@localhost/nat?socket={my.socket}"] if my else []
     return [f"json:{d}/flows.json", f"sqlite://{d}/flows.db",
-            f"postgresql:///nat?host={pg.sockdir}&port={pg.port}&user=postgres"]
+            f"postgresql:///nat?host={pg.sockdir}&port={pg.port}&user=postgres", *mysql]
 
 
-def wait_for_destroys(d: Path, pg: PgCluster, n: int, ul: UlogdProcess) -> None:
+def wait_for_destroys(d: Path, pg: PgCluster, n: int, ul: UlogdProcess,
+                      my: MariaDB | None = None) -> None:
     """ulogpy has written `n` DESTROYs to each history (the SQL outputs write in batches
     from their own threads)."""
     import sqlite3
@@ -379,8 +419,12 @@ def wait_for_destroys(d: Path, pg: PgCluster, n: int, ul: UlogdProcess) -> None:
     def pg_count() -> int:
         return int(pg.psql("nat", "SELECT count(*) FROM ulog2_ct WHERE ct_event = 4;"))
 
+    def my_count() -> int:
+        return my.query("nat", "SELECT count(*) FROM ulog2_ct WHERE state = 4")[0][0] \
+            if my else n
+
     for name, count in (("JSON", json_count), ("SQLite", sqlite_count),
-                        ("PostgreSQL", pg_count)):
+                        ("PostgreSQL", pg_count), ("MariaDB", my_count)):
         try:
             wait_until(lambda c=count: c() >= n, 15, interval=0.1,
                        what=f"{n} DESTROYs in the {name} history")

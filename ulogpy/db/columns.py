@@ -3,7 +3,8 @@
 A column name becomes a key name by replacing every `_` with `.`, cut to
 31 characters.  When the first column's name starts with `_` (the serial
 id of ulogd's tables) it is inactive: no value is sent for it.  Every other
-column must name a key of the stack.
+column must name a key of the stack.  ulogd's DBI leaves out the first
+column whatever its name (`first_is_id`).
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ class Column:
     type: KeyType
 
 
-def map_columns(columns: Sequence[str], stack_keys: Sequence[Key]) -> list[Column]:
+def map_columns(columns: Sequence[str], stack_keys: Sequence[Key],
+                first_is_id: bool = False) -> list[Column]:
     """The active columns, in table order, each bound to its key.
 
     Raises `ColumnError` with ulogd's wording when a column has no key.
@@ -44,7 +46,7 @@ def map_columns(columns: Sequence[str], stack_keys: Sequence[Key]) -> list[Colum
     active: list[Column] = []
     for pos, col in enumerate(columns):
         key = column_key(col)
-        if pos == 0 and col.startswith("_"):
+        if pos == 0 and (first_is_id or col.startswith("_")):
             continue
         if key not in types:
             raise ColumnError(f"cannot find key `{key}' in stack (column {col})")

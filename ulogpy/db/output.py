@@ -16,6 +16,7 @@ ulogd's own buffer options keep working: `ring_buffer_size` (rows), else
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from ulogpy.core.plugin import DataType, Option, OutputPlugin, Transport
 from ulogpy.delivery.options import queue_options
@@ -44,6 +45,19 @@ DB_OPTIONS = (
 )
 
 
+def ulogd_queue_size(cfg, label: object) -> None:
+    """Size the memory queue from ulogd's `ring_buffer_size` (rows), else `backlog_memcap`
+    (bytes, ~1 KiB a row), unless `queue_size` is given (PGSQL, MYSQL, DBI)."""
+    if cfg.ring_buffer_size and cfg.backlog_memcap:
+        log.warning("%s: ring_buffer_size and backlog_memcap both set: the ring buffer "
+                    "size is used", label)
+    if "queue_size" not in cfg.model_fields_set:
+        if cfg.ring_buffer_size > 0:
+            cfg.queue_size = cfg.ring_buffer_size
+        elif cfg.backlog_memcap > 0:
+            cfg.queue_size = max(1, cfg.backlog_memcap // 1024)
+
+
 class DbOutput(OutputPlugin):
     """Base of the SQL outputs: subclasses build their transport in `make_sink`."""
 
@@ -68,3 +82,25 @@ class DbOutput(OutputPlugin):
 
     def stop_timeout(self) -> float:
         return float(self.config.flush_timeout)
+
+
+def ulogd_common_options(check_procedure: Callable[[str], str | None]) -> tuple[Option, ...]:
+    """The first options of ulogd's SQL layer (db.c), in its order: MYSQL and DBI."""
+    return (
+        Option("table", str, "", mandatory=True,
+               help="table or view whose columns name the values to write"),
+        Option("reconnect", int, 2,
+               help="seconds before the first reconnect attempt (then doubling)"),
+        Option("connect_timeout", int, 0,
+               help="seconds a connection attempt may take (0: 5)"),
+        Option("procedure", str, "", mandatory=True, check=check_procedure,
+               help="INSERT, INSERT INTO <table>, CALL <procedure> or a function name "
+                    "such as INSERT_OR_REPLACE_CT"),
+        Option("backlog_memcap", int, 0,
+               help="bytes of rows kept in memory while the database is away (1 KiB a "
+                    "row: sets queue_size)"),
+        Option("backlog_oneshot_requests", int, 10,
+               help="accepted for compatibility (ulogpy replays in batches)"),
+        Option("ring_buffer_size", int, 0,
+               help="rows kept in memory (sets queue_size; takes precedence)"),
+    )

@@ -51,7 +51,7 @@ class PgSink:
 
     def __init__(self, *, label: str, conninfo: str, connect_timeout: int, schema: str,
                  table: str, procedure: Procedure, stack_keys: Sequence[Key],
-                 redact: Redactor) -> None:
+                 redact: Redactor, first_is_id: bool = False) -> None:
         self.label = label
         self.target = f"{schema}.{table}"
         self.conninfo = conninfo
@@ -61,6 +61,7 @@ class PgSink:
         self.procedure = procedure
         self.stack_keys = list(stack_keys)
         self.redact = redact
+        self.first_is_id = first_is_id
         self.conn: psycopg.Connection | None = None
         self.statement: sql.Composed | None = None
         self.build = None
@@ -100,7 +101,7 @@ class PgSink:
         names = [row[0] for row in cur.fetchall()]
         if not names:
             raise Unavailable(f"table {self.schema}.{self.table} not found (or has no column)")
-        active = map_columns(names, self.stack_keys)
+        active = map_columns(names, self.stack_keys, self.first_is_id)
         self.columns = [c.name for c in active]
         self.statement = build_statement(self.procedure, self.schema, self.table,
                                          self.columns)

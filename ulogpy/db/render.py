@@ -5,6 +5,10 @@ the same text as a bound parameter of unknown type, so the server converts
 it exactly as it would convert ulogd's literal (`'0'` into a boolean,
 `'10.0.0.1'` into inet, ...) and nothing in a value can become SQL.
 
+MySQL: PyMySQL turns each bound value into the literal ulogd would write:
+integers, booleans and addresses as numbers, strings quoted, and IP2BIN's
+`0x...` text (which ulogd writes unquoted, a hex literal) as the same bytes.
+
 SQLite: ulogd binds by key type but stores unsigned 32-bit values as
 signed (spec 6.7, O7); here integers keep their value.  Addresses keep
 ulogd's representation (the value slot read as an integer) so existing
@@ -34,9 +38,13 @@ def _pg_bool(value: Any) -> str:
     return "1" if value else "0"
 
 
-def _pg_ipaddr(value: Any) -> str:
+def _slot32(value: Any) -> int:
     """ulogd prints the address slot's first 32 bits as a host-order unsigned integer."""
-    return str(int.from_bytes(bytes(value[:4]), "little"))
+    return int.from_bytes(bytes(value[:4]), "little")
+
+
+def _pg_ipaddr(value: Any) -> str:
+    return str(_slot32(value))
 
 
 def pg_renderer(key_type: KeyType) -> Render | None:
@@ -53,6 +61,36 @@ def pg_renderer(key_type: KeyType) -> Render | None:
     if key_type in (KeyType.STRING, KeyType.RAWSTR):
         return _c_string
     return None
+
+
+def _my_rawstr(value: Any) -> Any:
+    """ulogd writes a RAWSTR unquoted: IP2BIN's `0x<hex>` is a binary literal."""
+    text = _c_string(value)
+    if text[:2] in ("0x", "0X"):
+        try:
+            return bytes.fromhex(text[2:])
+        except ValueError:
+            pass
+    return text
+
+
+def my_renderer(key_type: KeyType) -> Render | None:
+    """The value PyMySQL sends as the literal ulogd's MYSQL would write (spec 6.2)."""
+    if key_type in _INTS:
+        return int
+    if key_type is KeyType.BOOL:
+        return _bool
+    if key_type is KeyType.IPADDR:
+        return _slot32
+    if key_type is KeyType.STRING:
+        return _c_string
+    if key_type is KeyType.RAWSTR:
+        return _my_rawstr
+    return None
+
+
+def _bool(value: Any) -> int:
+    return 1 if value else 0
 
 
 _I64_MAX = (1 << 63) - 1
@@ -79,6 +117,16 @@ def sqlite_renderer(key_type: KeyType) -> Render | None:
     if key_type in (KeyType.STRING, KeyType.RAWSTR):
         return _c_string
     return None
+
+
+def dbi_sqlite_renderer(key_type: KeyType) -> Render | None:
+    """ulogd's DBI writes SQL text (spec 6.2) that SQLite converts by column affinity:
+    integers keep their value, booleans are 0/1, addresses the 32-bit slot as unsigned."""
+    if key_type is KeyType.IPADDR:
+        return _slot32
+    if key_type is KeyType.RAWSTR:
+        return _c_string
+    return sqlite_renderer(key_type)
 
 
 def row_builder(columns: list[tuple[str, Render | None]]) -> Callable[[dict], tuple]:

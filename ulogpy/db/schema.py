@@ -100,3 +100,39 @@ def sqlite_init(conn) -> list[str]:
     after = [(r[0], r[1]) for r in conn.execute("SELECT type, name FROM sqlite_master")]
     return [f"{t} {n}" for t, n in after if (t, n) not in before and
             not n.startswith("sqlite_")]
+
+
+# -- MySQL / MariaDB ----------------------------------------------------------------------
+
+_MY_EXISTS = {
+    "table": "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE() "
+             "AND table_name = %s",
+    "view": "SELECT COUNT(*) FROM information_schema.views WHERE table_schema = DATABASE() "
+            "AND table_name = %s",
+    "function": "SELECT COUNT(*) FROM information_schema.routines WHERE "
+                "routine_schema = DATABASE() AND routine_name = %s",
+    "index": "SELECT COUNT(*) FROM information_schema.statistics WHERE "
+             "table_schema = DATABASE() AND index_name = %s",
+}
+
+
+def mysql_init(conn) -> list[str]:
+    """Create what is missing in the connection's database; returns what was created.
+
+    MySQL commits each CREATE on its own, so unlike PostgreSQL a failure can leave the
+    objects created before it (a second run completes the rest)."""
+    created: list[str] = []
+    with conn.cursor() as cur:
+        for block in parse_blocks(schema_text("mysql.sql")):
+            cur.execute(_MY_EXISTS[block.kind], (block.name,))
+            if cur.fetchone()[0]:
+                continue
+            cur.execute(_one_statement(block.sql))
+            created.append(f"{block.kind} {block.name}")
+    return created
+
+
+def _one_statement(text: str) -> str:
+    """The block without its comment lines and final `;` (sent as one statement)."""
+    lines = [ln for ln in text.splitlines() if not ln.lstrip().startswith("--")]
+    return "\n".join(lines).strip().rstrip(";")

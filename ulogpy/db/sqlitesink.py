@@ -20,12 +20,12 @@ import contextlib
 import logging
 import os
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from ulogpy.core.keys import Key
+from ulogpy.core.keys import Key, KeyType
 from ulogpy.core.plugin import Unavailable
 from ulogpy.db.columns import ColumnError, map_columns
-from ulogpy.db.render import row_builder, sqlite_renderer
+from ulogpy.db.render import Render, row_builder, sqlite_renderer
 
 log = logging.getLogger("ulogpy.db")
 
@@ -66,7 +66,9 @@ class SqliteSink:
     nonblocking = False
 
     def __init__(self, *, label: str, path: str, table: str, stack_keys: Sequence[Key],
-                 merge_flows: bool = False, create_sql: str | None = None) -> None:
+                 merge_flows: bool = False, create_sql: str | None = None,
+                 renderer: Callable[[KeyType], Render | None] = sqlite_renderer,
+                 first_is_id: bool = False) -> None:
         self.label = label
         self.path = path
         self.target = f"{path} table {table}"
@@ -74,6 +76,8 @@ class SqliteSink:
         self.stack_keys = list(stack_keys)
         self.merge = merge_flows
         self.create_sql = create_sql
+        self.renderer = renderer
+        self.first_is_id = first_is_id
         self.conn: sqlite3.Connection | None = None
         self.rejected_logged = 0
 
@@ -108,9 +112,9 @@ class SqliteSink:
         if not names:
             raise ColumnError(f"table `{self.table}' is empty or missing in file "
                               f"`{self.path}'")
-        active = map_columns(names, self.stack_keys)
+        active = map_columns(names, self.stack_keys, self.first_is_id)
         cols = [c.name for c in active]
-        self.build = row_builder([(c.key, sqlite_renderer(c.type)) for c in active])
+        self.build = row_builder([(c.key, self.renderer(c.type)) for c in active])
         table = quote(self.table)
         self.insert = (f"INSERT INTO {table} ({', '.join(map(quote, cols))}) "
                        f"VALUES ({', '.join('?' * len(cols))})")

@@ -3,6 +3,10 @@
     ulogpy db init [-c CONFIG] [INSTANCE ...]    every PGSQL / SQLITE3 output of CONFIG
     ulogpy db init --pgsql CONNINFO [--schema S] one PostgreSQL database
     ulogpy db init --sqlite FILE                 one SQLite file
+    ulogpy db init --mysql mysql://user[:pass]@host[:port]/db[?socket=PATH]
+                                                 one MySQL / MariaDB database (the flow
+                                                 table, INSERT_OR_REPLACE_CT, the
+                                                 conntrack_events view, lookup indexes)
 
 Prints each object it created; exits 1 (with the reason, password masked)
 when a database cannot be reached or the SQL fails.
@@ -16,7 +20,7 @@ import sqlite3
 import sys
 
 from ulogpy.db.redact import Redactor, secrets_of_conninfo
-from ulogpy.db.schema import pg_init, sqlite_init
+from ulogpy.db.schema import mysql_init, pg_init, sqlite_init
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -28,6 +32,9 @@ def _parser() -> argparse.ArgumentParser:
     init.add_argument("--pgsql", metavar="CONNINFO", help="a PostgreSQL connection string")
     init.add_argument("--schema", default="public", help="PostgreSQL schema (default public)")
     init.add_argument("--sqlite", metavar="FILE", help="an SQLite database file")
+    init.add_argument("--mysql", metavar="URI",
+                      help="a MySQL / MariaDB database: mysql://user[:pass]@host[:port]/db"
+                           "[?socket=PATH]")
     return p
 
 
@@ -42,6 +49,33 @@ def _init_pg(conninfo: str, schema: str, label: str, redact: Redactor) -> bool:
         return False
     _report(label, created)
     return True
+
+
+def _init_mysql(connect: dict, label: str, redact: Redactor) -> bool:
+    import pymysql
+
+    try:
+        conn = pymysql.connect(**{**connect, "autocommit": True})
+        try:
+            created = mysql_init(conn)
+        finally:
+            conn.close()
+    except Exception as exc:
+        sys.stderr.write(f"ulogpy db: {label}: {redact(exc).strip()}\n")
+        return False
+    _report(label, created)
+    return True
+
+
+def _init_mysql_uri(uri: str) -> bool:
+    from ulogpy.db.myuri import MysqlUriError, parse_mysql_uri
+
+    try:
+        target = parse_mysql_uri(uri)
+    except MysqlUriError as exc:
+        sys.stderr.write(f"ulogpy db: --mysql: {exc}\n")
+        return False
+    return _init_mysql(target.connect, target.label, target.redact)
 
 
 def _init_sqlite(path: str, label: str) -> bool:
@@ -79,21 +113,27 @@ def _from_config(path: str | None, wanted: list[str]) -> int:
     except ConfigError as exc:
         sys.stderr.write(f"ulogpy db: {exc}\n")
         return 1
-    outputs = [o for o in pipeline.outputs if o.name in ("PGSQL", "SQLITE3")]
+    outputs = [o for o in pipeline.outputs if o.name in ("PGSQL", "SQLITE3", "MYSQL", "DBI")]
     if wanted:
         missing = set(wanted) - {o.id for o in outputs}
         if missing:
-            sys.stderr.write(f"ulogpy db: no PGSQL or SQLITE3 output named "
+            sys.stderr.write(f"ulogpy db: no SQL output named "
                              f"{', '.join(sorted(missing))} in {config.path}\n")
             return 1
         outputs = [o for o in outputs if o.id in wanted]
     if not outputs:
-        sys.stderr.write(f"ulogpy db: {config.path} has no PGSQL or SQLITE3 output\n")
+        sys.stderr.write(f"ulogpy db: {config.path} has no SQL output (PGSQL, MYSQL, "
+                         "SQLITE3, DBI)\n")
         return 1
     ok = True
     for out in outputs:
-        if out.name == "PGSQL":
+        kind = out.dbtype if out.name == "DBI" else out.name.lower()
+        if kind == "pgsql":
             ok &= _init_pg(out.conninfo, out.config.schema, out.id, out.redact)
+        elif kind == "mysql":
+            ok &= _init_mysql(out.transport.connect, out.id, out.redact)
+        elif out.name == "DBI":
+            ok &= _init_sqlite(out.sqlite_path(), out.id)
         else:
             ok &= _init_sqlite(out.config.db, out.id)
     return 0 if ok else 1
@@ -101,10 +141,10 @@ def _from_config(path: str | None, wanted: list[str]) -> int:
 
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
-    if args.pgsql or args.sqlite:
+    if args.pgsql or args.sqlite or args.mysql:
         if args.configfile or args.instances:
-            sys.stderr.write("ulogpy db: --pgsql/--sqlite and a configuration exclude each "
-                             "other\n")
+            sys.stderr.write("ulogpy db: --pgsql/--sqlite/--mysql and a configuration "
+                             "exclude each other\n")
             return 1
         ok = True
         if args.pgsql:
@@ -112,5 +152,7 @@ def main(argv: list[str]) -> int:
             ok &= _init_pg(args.pgsql, args.schema, "pgsql", redact)
         if args.sqlite:
             ok &= _init_sqlite(args.sqlite, args.sqlite)
+        if args.mysql:
+            ok &= _init_mysql_uri(args.mysql)
         return 0 if ok else 1
     return _from_config(args.configfile, args.instances)

@@ -36,8 +36,10 @@ TIME: RFC 3339 with Z or an offset (2026-11-26T21:42:16Z, 2026-11-26T22:42:16+01
 SRC (repeatable):
   sqlite:///abs/path.db[?table=NAME]   ulogd's ulog2_ct columns, one row per flow
   postgresql://user@host/db[?table=NAME]  ulogd's ulog2_ct (INSERT_CT / INSERT_OR_REPLACE_CT)
+  mysql://user[:pass]@host/db[?socket=PATH&table=NAME]  ulogd's MySQL ulog2_ct
+                                       (binary addresses; `ulogpy db init --mysql`)
   json:PATH                            NFCT JSON lines; globs, rotated and .gz files
-  Without --source: the JSON/SQLITE3/PGSQL outputs of the NFCT stacks of -c CONFIG
+  Without --source: the JSON/SQLITE3/PGSQL/MYSQL outputs of the NFCT stacks of -c CONFIG
   (default: /etc/ulogpy.toml if present, else the shipped configuration).
 A flow holds its public port from its start to its DESTROY (or now, if still open).
   The kernel stamps only DESTROY events, so a logged start is the time the NEW event

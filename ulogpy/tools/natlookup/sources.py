@@ -2,11 +2,13 @@
 
     sqlite:///abs/path.db[?table=NAME]   SqliteSource
     postgresql://...[?table=NAME]        PostgresSource (libpq URI)
+    mysql://user@host/db[?socket=P&table=NAME]  MysqlSource (also mariadb://)
     json:PATH                            JsonSource (globs, rotated, .gz)
 
 Without --source the configuration's stacks are read (not started: nothing
 is opened or created): every NFCT stack that turns addresses into text with
-IP2STR and ends in JSON (file mode), SQLITE3 or PGSQL is a history.
+IP2STR and ends in JSON (file mode), SQLITE3 or PGSQL is a history, and every
+one that ends in MYSQL (ulogd's binary address columns: IP2STR or IP2BIN).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import os
 import urllib.parse
 from typing import Any, Protocol
 
+from ulogpy.db.myuri import PREFIXES as MYSQL_PREFIXES
 from ulogpy.tools.natlookup.errors import LookupFailed
 from ulogpy.tools.natlookup.flows import Flow, Query
 from ulogpy.tools.natlookup.jsonlog import PREFIX as JSON_PREFIX
@@ -24,8 +27,9 @@ from ulogpy.tools.natlookup.postgresql import PostgresSource
 from ulogpy.tools.natlookup.sqlite import PREFIX as SQLITE_PREFIX
 from ulogpy.tools.natlookup.sqlite import SqliteSource
 
-FORMS = "sqlite:///abs/path.db[?table=NAME], postgresql://...[?table=NAME] or json:PATH"
-HISTORY_OUTPUTS = ("JSON", "SQLITE3", "PGSQL")
+FORMS = ("sqlite:///abs/path.db[?table=NAME], postgresql://...[?table=NAME], "
+         "mysql://user@host/db[?socket=PATH&table=NAME] or json:PATH")
+HISTORY_OUTPUTS = ("JSON", "SQLITE3", "PGSQL", "MYSQL")
 
 
 class Source(Protocol):
@@ -39,6 +43,10 @@ def parse_source(text: str) -> Source:
         return SqliteSource.from_uri(text)
     if text.startswith(PG_SCHEMES):
         return PostgresSource.from_uri(text)
+    if text.startswith(MYSQL_PREFIXES):
+        from ulogpy.tools.natlookup.mysql import MysqlSource
+
+        return MysqlSource.from_uri(text)
     if text.startswith(JSON_PREFIX):
         return JsonSource.from_spec(text)
     raise LookupFailed(f"--source {text!r}: unknown kind; use {FORMS}")
@@ -66,7 +74,7 @@ def config_sources(path: str | None) -> tuple[str, list[Source], list[str]]:
         out_id, out_name = tokens[-1]
         if names[0] != "NFCT" or out_name not in HISTORY_OUTPUTS:
             continue
-        if "IP2STR" not in names[1:-1]:
+        if "IP2STR" not in names[1:-1] and out_name != "MYSQL":
             notes.append(f"stack '{text}': no IP2STR before {out_name}, so no addresses as "
                          "text: not usable, left out")
             continue
@@ -89,7 +97,32 @@ def _history(kind: str, opts: dict[str, Any], notes: list[str], text: str) -> So
         db = os.path.abspath(str(opts.get("db") or ""))
         table = str(opts.get("table") or "")
         return SqliteSource(db, table)
+    if kind == "MYSQL":
+        return _mysql(opts)
     return _pgsql(opts)
+
+
+def _mysql(opts: dict[str, Any]) -> Source:
+    """MYSQL's options: the flow table behind its view (`conntrack_events` and ulogd's
+    `conntrack` both show `ulog2_ct`)."""
+    from ulogpy.db.mysqlsink import connect_args
+    from ulogpy.db.redact import Redactor
+    from ulogpy.plugins.output.mysql import default_socket
+    from ulogpy.tools.natlookup.mysql import CONNECT_TIMEOUT_S, MysqlSource
+
+    password = str(opts.get("pass") or "")
+    connect = connect_args(host=str(opts.get("host") or ""), port=int(opts.get("port") or 0),
+                           user=str(opts.get("user") or ""), password=password,
+                           db=str(opts.get("db") or ""),
+                           socket=str(opts.get("socket") or "") or default_socket(),
+                           connect_timeout=CONNECT_TIMEOUT_S)
+    connect["autocommit"] = True
+    table = str(opts.get("table") or "")
+    if table in ("conntrack", "conntrack_events"):
+        table = "ulog2_ct"
+    where = connect.get("unix_socket") or f"{connect.get('host')}:{connect.get('port')}"
+    label = f"mysql://{connect['user']}@{where}/{connect['database']}?table={table}"
+    return MysqlSource(connect, table, label=label, redact=Redactor([password]))
 
 
 def _pgsql(opts: dict[str, Any]) -> Source:

@@ -1,10 +1,12 @@
-"""The lookup query, written once for SQLite and PostgreSQL.
+"""The lookup query, written once for SQLite, PostgreSQL and MySQL.
 
 Both hold ulogd's `ulog2_ct` layout: one row per flow (INSERT_CT in hash
 mode, or INSERT_OR_REPLACE_CT: NEW inserts, DESTROY fills in the end), the
 public IP:port in `reply_ip_daddr_str` / `reply_l4_dport`.  The engines
 differ only in how a parameter is written and in PostgreSQL's `inet` type,
-so a `Dialect` supplies those two spellings.
+so a `Dialect` supplies those two spellings.  MySQL stores ulogd's binary(16)
+addresses (`reply_ip_daddr`, no `_str`): its dialect names those columns, and its
+source binds addresses as bytes and turns them back into text.
 
 The query is shaped for the index on (reply_ip_daddr_str, reply_l4_dport,
 flow_start_sec) (`LOOKUP_INDEX`): two equalities and a range on the start,
@@ -44,6 +46,7 @@ class Dialect:
     inet: Callable[[str], str]  # placeholder -> expression comparable with an address column
     explain: str  # prefix that makes the engine describe its plan
     full_scan: Callable[[str], bool]  # does this plan line read the whole table?
+    address: Callable[[str], str] = lambda base: base + "_str"  # column of an address
 
 
 SQLITE = Dialect(param=lambda n: f":{n}", inet=lambda p: p, explain="EXPLAIN QUERY PLAN ",
@@ -51,6 +54,8 @@ SQLITE = Dialect(param=lambda n: f":{n}", inet=lambda p: p, explain="EXPLAIN QUE
                  and not line.startswith(("SCAN held", "SCAN unstarted")))
 POSTGRESQL = Dialect(param=lambda n: f"%({n})s", inet=lambda p: f"CAST({p} AS inet)",
                      explain="EXPLAIN ", full_scan=lambda line: "Seq Scan on" in line)
+MYSQL = Dialect(param=lambda n: f"%({n})s", inet=lambda p: p, explain="EXPLAIN ",
+                full_scan=lambda line: " type=ALL" in line, address=lambda base: base)
 
 
 def index_note(d: Dialect, plan: list[str], label: str, table: str) -> list[str]:
@@ -80,7 +85,7 @@ def lookup_sql(d: Dialect, table: str, q: Query) -> tuple[str, dict[str, Any]]:
     """The statement and its parameters for `q` (conditions coarse to the second;
     `Flow.matches` re-checks exactly)."""
     p = d.param
-    where = [f"reply_ip_daddr_str = {d.inet(p('ip'))}"]
+    where = [f"{d.address('reply_ip_daddr')} = {d.inet(p('ip'))}"]
     params: dict[str, Any] = {"ip": q.ip, "lo": math.floor(q.lo),
                               "hi": math.floor(q.hi + START_SLACK_S), "limit": ROW_LIMIT}
     if q.port is not None:
@@ -90,7 +95,7 @@ def lookup_sql(d: Dialect, table: str, q: Query) -> tuple[str, dict[str, Any]]:
         where.append(f"orig_ip_protocol = {p('proto')}")
         params["proto"] = q.proto
     if q.remote_ip is not None:
-        where.append(f"orig_ip_daddr_str = {d.inet(p('rip'))}")
+        where.append(f"{d.address('orig_ip_daddr')} = {d.inet(p('rip'))}")
         params["rip"] = q.remote_ip
     if q.remote_port is not None:
         where.append(f"orig_l4_dport = {p('rport')}")

@@ -1,0 +1,67 @@
+"""The statement ulogd's MYSQL would send, for each `procedure` (spec 6.3), with bound values.
+
+| procedure          | statement                                          |
+| `INSERT`           | INSERT INTO `table` (cols) VALUES (%s, ...)        |
+| `INSERT INTO name` | INSERT INTO name (cols) VALUES (%s, ...)           |
+| `CALL name`        | CALL name(%s, ...)  (ulogd 2.0.8 sends CALL twice) |
+| `name`             | SELECT name(%s, ...)                               |
+
+The kinds are PostgreSQL's (`pgstatement.Procedure`); only the names differ:
+MySQL quotes with backticks and does not fold case (table names are
+case-sensitive on Linux), and ulogd's MYSQL has no schema prefix.  Names are
+parsed and quoted, so nothing outside a name gets into the statement.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from ulogpy.db.pgstatement import Procedure, ProcedureError
+
+_PART = r"(?:[A-Za-z0-9_$]+|`(?:[^`]|``)+`)"
+_NAME = re.compile(rf"^\s*({_PART})(?:\s*\.\s*({_PART}))?\s*$")
+_INSERT_INTO = re.compile(r"^\s*INSERT\s+INTO\s+(.+?)\s*$", re.IGNORECASE | re.DOTALL)
+_CALL = re.compile(r"^\s*CALL\s+(.+?)\s*$", re.IGNORECASE | re.DOTALL)
+
+
+def parse_name(text: str) -> tuple[str, ...]:
+    """`db.name` -> ('db', 'name'), backticks removed, case kept."""
+    m = _NAME.match(text)
+    if not m:
+        raise ProcedureError(f"'{text}' is not a (database-qualified) MySQL name")
+    return tuple(p[1:-1].replace("``", "`") if p.startswith("`") else p
+                 for p in m.groups() if p is not None)
+
+
+def parse_procedure(text: str) -> Procedure:
+    stripped = text.strip()
+    if stripped.upper() == "INSERT":
+        return Procedure("insert")
+    if re.match(r"INSERT\s", stripped, re.IGNORECASE):
+        m = _INSERT_INTO.match(stripped)
+        if not m:
+            raise ProcedureError(f"'{text}' is neither INSERT nor INSERT INTO <table>")
+        return Procedure("insert_into", parse_name(m.group(1)))
+    if re.match(r"CALL\s", stripped, re.IGNORECASE):
+        m = _CALL.match(stripped)
+        if not m:
+            raise ProcedureError(f"'{text}' names no procedure after CALL")
+        return Procedure("call", parse_name(m.group(1)))
+    return Procedure("select", parse_name(stripped))
+
+
+def quote(*parts: str) -> str:
+    """Backtick-quoted, with `%` doubled: the statement is a PyMySQL format string."""
+    return ".".join("`" + p.replace("`", "``").replace("%", "%%") + "`" for p in parts)
+
+
+def build_statement(proc: Procedure, table: str, columns: Sequence[str]) -> str:
+    """The statement for one row (PyMySQL `%s` parameters); `columns` are the active ones."""
+    params = ", ".join(["%s"] * len(columns))
+    if proc.kind in ("insert", "insert_into"):
+        target = quote(table) if proc.kind == "insert" else quote(*proc.name)
+        cols = ", ".join(quote(c) for c in columns)
+        return f"INSERT INTO {target} ({cols}) VALUES ({params})"
+    verb = "CALL" if proc.kind == "call" else "SELECT"
+    return f"{verb} {quote(*proc.name)}({params})"
