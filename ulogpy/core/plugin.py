@@ -193,6 +193,9 @@ class Plugin:
         self.counters = Counters(self.declared_counters())
         #: For wildcard plugins: the upstream keys, in stack order, set by the builder.
         self.stack_keys: Sequence[Key] = ()
+        #: What the stack's input gives (flows, packets, sums), set by the builder: an
+        #: output may depend on it (XML names its file after it).
+        self.source_type: DataType = DataType(0)
 
     #: What the runner (and, for outputs, the delivery) counts for every plugin of the kind.
     kind_counters: ClassVar[tuple[Counter, ...]] = RUNNER_COUNTERS
@@ -207,6 +210,13 @@ class Plugin:
             for spec in vars(klass).get("counter_table", ()):
                 found[spec.name] = spec
         return tuple(found.values())
+
+    @classmethod
+    def refusal(cls, instance_id: str, stack: list[tuple[str, str]], whole: Any) -> str | None:
+        """Why no stack may use this plugin (None: it may).  A plugin ulogpy only
+        describes (ULOG) says here what replaces it; `stack` is the stack line's
+        (id, plugin) pairs, `whole` the configuration."""
+        return None
 
     def configure(self) -> None:
         """Called once the stack is bound; may raise `PluginError`."""

@@ -171,6 +171,9 @@ def _build_stack(
         if loaded is not None and name not in loaded:
             fail(f"plugin '{name}' is not loaded by any plugin= line",
                  valid=", ".join(sorted(loaded)))
+        refusal = cls.refusal(inst_id, tokens, config)  # a plugin ulogpy only describes
+        if refusal is not None:
+            fail(refusal)
         classes.append(cls)
     ids = [t[0] for t in tokens]
     for inst_id in ids:
@@ -207,6 +210,8 @@ def _build_stack(
         instance.config_path = config.path
         instances.append(instance)
     _resolve_keys(config, text, line, instances)
+    for inst in instances[1:]:  # what the stack carries (XML names its file after it)
+        inst.source_type = instances[0].output_type
     _warn_type_mismatch(instances)
     for inst in instances:
         try:
