@@ -1,6 +1,8 @@
-"""Command line: ulogd's options with ulogd's meanings, plus `--check`.
+"""Command line: ulogd's options with ulogd's meanings, plus `--check` and
+`--metrics-listen`.
 
     ulogpy [-c FILE] [-d] [-p PIDFILE] [-u USER] [-v] [-l LEVEL] [-i PLUGIN] [-V] [-h]
+           [--check] [--metrics-listen HOST:PORT]
 
 Every start-up problem ends with one clear line on stderr and exit status 1,
 never a traceback.
@@ -13,6 +15,7 @@ import sys
 
 from ulogpy import ULOGD_COMPAT_VERSION, __version__
 from ulogpy.config import DEFAULT_CONFIG
+from ulogpy.config.model import LISTEN_FORMAT, parse_listen
 
 USAGE = f"""ulogpy Version {__version__} (compatible with ulogd {ULOGD_COMPAT_VERSION})
 A Netfilter logging daemon: reads conntrack events and NFLOG packets and
@@ -29,12 +32,14 @@ Parameters:
 \t-u --uid\tChange UID/GID after the sockets are open
 \t-i --info\tDisplay infos about plugin (name or ulogd .so path)
 \t   --check\tValidate the config file and exit
+\t   --metrics-listen HOST:PORT\tServe Prometheus metrics there ("" = off;
+\t\t\toverrides [global] metrics_listen)
 Without -c, {DEFAULT_CONFIG} is read if it exists, else the embedded default.
 """
 
 SHORT = "c:p:dvl:hVu:i:"
 LONG = ["configfile=", "pidfile=", "daemon", "verbose", "loglevel=", "help", "version",
-        "uid=", "info=", "check"]
+        "uid=", "info=", "check", "metrics-listen="]
 
 
 class Options:
@@ -46,6 +51,8 @@ class Options:
         self.loglevel: int | None = None
         self.user: str | None = None
         self.check = False
+        #: --metrics-listen: None = [global] metrics_listen decides.
+        self.metrics_listen: str | None = None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,6 +105,13 @@ def main(argv: list[str] | None = None) -> int:
             opts.user = value
         elif flag == "--check":
             opts.check = True
+        elif flag == "--metrics-listen":
+            try:
+                parse_listen(value)
+            except ValueError as exc:
+                sys.stderr.write(f"ulogpy: --metrics-listen: {exc}; valid: {LISTEN_FORMAT}\n")
+                return 1
+            opts.metrics_listen = value
     from ulogpy.daemon.app import run
 
     return run(opts)

@@ -16,6 +16,14 @@ saw start (about 240 bytes each), so the dump tells which NEW and which
 DESTROY events were lost: those are emitted then, marked with the ulogpy
 key `ct.resync` = 1 (a DESTROY found that way ends at the time of the dump).
 
+`network_namespace_path` (ulogd 2.0.9's option; `-i` marks it, as 2.0.8 lacks it)
+reads another network namespace's conntrack: the event socket, every dump and the
+`conntrack_*` sysctls are opened there, so one daemon logs several containers::
+
+    [ct_web]
+    hash_enable = 0
+    network_namespace_path = "/run/netns/web"
+
 What is remembered of the flows, and what a dump says was lost, is `ctflows`
 (no socket, unit-tested on recorded messages); this module reads the kernel,
 runs the timers and emits.
@@ -37,7 +45,7 @@ from ulogpy.core.plugin import DataType, Option, PluginError, counters
 from ulogpy.netlink import conntrack as ct
 from ulogpy.netlink import nlsock
 from ulogpy.netlink.attrs import MalformedMessage
-from ulogpy.transports.netlink_input import NetlinkInput
+from ulogpy.transports.netlink_input import NETNS_OPTION, NetlinkInput
 
 log = logging.getLogger("ulogpy.nfct")
 NEW, UPDATE, DESTROY = ct.EVENT_NEW, ct.EVENT_UPDATE, ct.EVENT_DESTROY
@@ -94,6 +102,7 @@ class NFCT(NetlinkInput):
                help="1: turn on net.netfilter.nf_conntrack_acct at start (byte/packet counters)"),
         Option("conntrack_timestamp", int, 0, ulogd=False,
                help="1: turn on net.netfilter.nf_conntrack_timestamp at start (kernel times)"),
+        NETNS_OPTION,
     )
     output_keys = keys(
         ("orig.ip.saddr", IPADDR), ("orig.ip.daddr", IPADDR), ("orig.ip.protocol", U8),
@@ -138,14 +147,14 @@ class NFCT(NetlinkInput):
     def start(self, loop: LoopAPI) -> None:
         cfg = self.config
         self.loop = loop
-        self._enable_sysctls()
+        self.in_namespace(self._enable_sysctls)  # the namespace's own net.netfilter sysctls
         try:
             if cfg.pollinterval:
                 log.log(25, "NFCT working in polling mode")
                 self._dump_into_hash(emit_vanished=False)
                 loop.call_every(cfg.pollinterval, self._poll)
                 return
-            self.sock = nlsock.open_socket(groups=cfg.event_mask & 7)
+            self.sock = self.open_netlink(groups=cfg.event_mask & 7)
         except OSError as exc:
             raise PluginError(f"cannot open ctnetlink socket: {exc.strerror}") from None
         self.sock.setblocking(False)
@@ -301,7 +310,7 @@ class NFCT(NetlinkInput):
 
     def _dump(self, reset_counters: bool = False):
         request = ct.build_dump_request(nlsock.next_seq(), zero_counters=reset_counters)
-        sock = nlsock.open_socket()
+        sock = self.open_netlink()
         try:
             for buf, offset, length in nlsock.dump(sock, request):
                 try:

@@ -14,6 +14,16 @@ though `oob.seq.local` is only exported with `seq_local=1` (so records stay
 as ulogd writes them); `netlink_socket_buffer_size` is applied even without
 a maximum (ulogd 2.0.8 then ignores it and logs "set to 0"), and with neither
 option the buffer is large (`nlsock.DEFAULT_RCVBUF`, growing on overruns).
+
+`network_namespace_path` (ulogd 2.0.9's option) binds the group in another network
+namespace: the packets its firewall logs (`ip netns exec web nft ... log group 2`)::
+
+    [log_web]
+    group = 2
+    network_namespace_path = "/run/netns/web"
+
+(IFINDEX, later in such a stack, still names interfaces from the daemon's own
+namespace: only `lo`, index 1, is sure to be the same.)
 """
 
 from __future__ import annotations
@@ -33,7 +43,7 @@ from ulogpy.daemon.ownlog import NOTICE
 from ulogpy.netlink import nflog, nlsock
 from ulogpy.netlink.attrs import MalformedMessage
 from ulogpy.netlink.nflog import PartialMessage
-from ulogpy.transports.netlink_input import NetlinkInput
+from ulogpy.transports.netlink_input import NETNS_OPTION, NetlinkInput
 
 log = logging.getLogger("ulogpy.nflog")
 #: Families whose logger ulogd (un)binds for group 0 or bind=1: inet, inet6, bridge.
@@ -100,6 +110,7 @@ class NFLOG(NetlinkInput):
         Option("netlink_qtimeout", int, 0, check=_not_negative,
                help="kernel batch flush timeout in 1/100 s"),
         Option("attach_conntrack", int, 0, help="1: attach the conntrack entry (key ct)"),
+        NETNS_OPTION,
     )
     output_keys = keys(
         ("raw.mac", RAW), ("raw.pkt", RAW), ("raw.pktlen", U32), ("raw.pktcount", U32),
@@ -138,7 +149,7 @@ class NFLOG(NetlinkInput):
         cfg = self.config
         self.loop = loop
         try:
-            self.sock = nlsock.open_socket()
+            self.sock = self.open_netlink()
         except OSError as exc:
             raise PluginError(f"cannot open nfnetlink_log socket: {exc.strerror}") from None
         try:

@@ -13,7 +13,15 @@ import re
 from functools import cache
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, create_model
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+)
 
 from ulogpy.config.document import Document, Section
 from ulogpy.config.errors import ConfigError, did_you_mean
@@ -54,6 +62,30 @@ def _as_str(value: Any) -> str:
 
 
 CStr = Annotated[str, BeforeValidator(_as_str)]
+#: What `metrics_listen` / `--metrics-listen` takes.
+LISTEN_FORMAT = "HOST:PORT (e.g. 127.0.0.1:9077, [::1]:9077), or empty for no metrics"
+
+
+def parse_listen(value: str) -> tuple[str, int] | None:
+    """(host, port) from "HOST:PORT" ("[v6]:PORT" too); None for ""; ValueError else."""
+    text = value.strip()
+    if not text:
+        return None
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"'{value}' is not HOST:PORT with a port from 1 to 65535")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"'{value}': write an IPv6 address in brackets, [ADDR]:PORT")
+    return host, int(port)
+
+
+def _check_listen(value: str) -> str:
+    parse_listen(value)  # ValueError names what is wrong
+    return value
+
+
 LOGLEVELS = {1: "debug", 3: "info", 5: "notice", 7: "error", 8: "fatal"}
 
 
@@ -70,6 +102,9 @@ class GlobalOptions(BaseModel):
     stack: list[CStr] = []
     #: ulogpy: seconds between counter reports in the log (0 = only on SIGUSR1 and at exit).
     stats_interval: CInt = Field(default=300, ge=0)
+    #: ulogpy: "HOST:PORT" of the Prometheus /metrics endpoint ("" = none).
+    metrics_listen: Annotated[CStr, AfterValidator(_check_listen)] = Field(
+        default="", description=LISTEN_FORMAT)
 
 
 MULTI_GLOBAL_KEYS = ("plugin", "stack")

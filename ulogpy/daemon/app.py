@@ -10,8 +10,11 @@ from ulogpy import __version__
 from ulogpy.config.errors import ConfigError
 from ulogpy.core.plugin import Plugin, PluginError
 from ulogpy.core.stack import Pipeline, load_pipeline
+from ulogpy.daemon import metrics
 from ulogpy.daemon.loop import Loop
+from ulogpy.daemon.notify import Notifier, Service, status_line
 from ulogpy.daemon.ownlog import NOTICE, flush_log, python_level, reopen_logfile, setup_logging
+from ulogpy.daemon.preflight import report_problems
 from ulogpy.daemon.process import DaemonError, Daemonizer, PidFile, drop_privileges, lookup_user
 from ulogpy.daemon.runner import PeriodicReport, Runner, report_counters
 
@@ -36,7 +39,7 @@ def run(opts) -> int:
             f"{config.path}: OK, {len(pipeline.stacks)} stack(s), "
             f"{len(pipeline.instances())} plugin instance(s)\n"
         )
-        return 0
+        return report_problems(config, pipeline, user)
     gopts = config.global_options
     level = opts.loglevel if opts.loglevel else gopts.loglevel
     try:
@@ -60,6 +63,7 @@ def run(opts) -> int:
     loop = Loop()
     started: list[Plugin] = []
     inst: Plugin | None = None
+    metrics_server = None
     try:
         runner = Runner(pipeline, loop)
         for inst in _start_order(pipeline):
@@ -68,6 +72,7 @@ def run(opts) -> int:
             runner.open(inst)
         inst = None
         runner.start(interrupted=loop.has_pending_signals)
+        metrics_server = metrics.start(_metrics_listen(opts, config), pipeline, runner)
         if user:
             drop_privileges(user)
             log.log(NOTICE, "running as user %s", user.pw_name)
@@ -75,6 +80,8 @@ def run(opts) -> int:
         inst_name = f"{inst}: " if inst is not None and not isinstance(exc, DaemonError) else ""
         message = f"error starting {inst_name}{exc}"
         log.critical(message)
+        if metrics_server:
+            metrics_server.stop()
         _stop_all(started)
         if pidfile:
             pidfile.release()
@@ -88,9 +95,14 @@ def run(opts) -> int:
     if config.global_options.stats_interval:
         loop.call_every(config.global_options.stats_interval, PeriodicReport(pipeline))
     log.log(NOTICE, "initialization finished, entering main loop")
+    service = Service(Notifier(), lambda: status_line(pipeline, runner))
+    service.ready(loop, daemonized=opts.daemon)
     try:
         loop.run()
     finally:
+        service.stopping()
+        if metrics_server:
+            metrics_server.stop()
         stalled = runner.shutdown()
         _stop_all([inst for inst in started if inst not in stalled])
         report_counters(pipeline, NOTICE)
@@ -100,6 +112,12 @@ def run(opts) -> int:
         log.log(NOTICE, "exiting")
         flush_log()
     return 0
+
+
+def _metrics_listen(opts, config) -> str:
+    """--metrics-listen if given, else [global] metrics_listen ("" = no metrics)."""
+    given = getattr(opts, "metrics_listen", None)
+    return config.global_options.metrics_listen if given is None else given
 
 
 def _start_order(pipeline: Pipeline) -> list[Plugin]:

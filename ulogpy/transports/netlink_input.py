@@ -11,6 +11,12 @@ and say what to do after an overrun (`after_overrun`).  `receive` is looked
 up on the instance for every read batch, so the daemon's guard
 (`ulogpy.daemon.guard.guard_input`) can wrap it: an exception out of one
 datagram is counted there and the next datagram is read.
+
+`network_namespace_path` (ulogd 2.0.9's option, `NETNS_OPTION`) makes the input
+open every socket it uses, and write its sysctls, inside that network namespace
+(`ulogpy.transports.netns`): one daemon can log several containers' firewalls,
+each stack reading its own namespace, while the sockets are read from the
+daemon's one event loop.
 """
 
 from __future__ import annotations
@@ -19,15 +25,23 @@ import errno
 import logging
 import socket
 from collections.abc import Callable
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
-from ulogpy.core.plugin import InputPlugin, counters
+from ulogpy.core.plugin import InputPlugin, Option, counters
 from ulogpy.daemon.ownlog import NOTICE
 from ulogpy.netlink import nlsock
+from ulogpy.transports import netns
 
 log = logging.getLogger("ulogpy.nlinput")
 #: Datagrams read per wake-up before the loop gets control back.
 READS_PER_WAKEUP = 256
+T = TypeVar("T")
+#: The option both netlink inputs declare (ulogd 2.0.9's; 2.0.8's `-i` lacks it).
+NETNS_OPTION = Option(
+    "network_namespace_path", str, "", check=netns.check_path, ulogd=False,
+    help="open the sockets in the network namespace at this path (/run/netns/NAME, "
+         "/proc/PID/ns/net); empty: the daemon's own",
+)
 
 
 class NetlinkInput(InputPlugin):
@@ -50,6 +64,16 @@ class NetlinkInput(InputPlugin):
         super().__init__(instance_id, config)
         #: The configured maximum; `size_buffer` (at start) may put ulogpy's default.
         self.maxsize = config.netlink_socket_buffer_maxsize
+
+    def in_namespace(self, call: Callable[[], T]) -> T:
+        """`call()` inside the configured network namespace (here when there is none).
+        An OSError about the namespace itself names its path."""
+        path = self.config.network_namespace_path
+        return netns.run_in(path, call) if path else call()
+
+    def open_netlink(self, groups: int = 0) -> socket.socket:
+        """A netfilter netlink socket bound to `groups`, in the input's namespace."""
+        return self.in_namespace(lambda: nlsock.open_socket(groups=groups))
 
     def recv_size(self) -> int:
         """The largest datagram read at once."""
