@@ -5,7 +5,6 @@ tests/live/test_xml_nacct.py."""
 from __future__ import annotations
 
 import re
-import subprocess
 import time
 from pathlib import Path
 
@@ -14,7 +13,6 @@ from ulogpy.plugins.filter.ip2str import IP2STR
 
 from tests.fixtures.recorded import load_records
 from tests.outputs import Delivered
-from tests.ulogd_ref import ULOGPY
 from ulogpy.config.errors import ConfigError
 from ulogpy.config.load import load_config
 from ulogpy.core.plugin import PluginError
@@ -104,20 +102,3 @@ def test_section_required(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         build_pipeline(load_config(str(conf)))
     assert "[nacct1]" in str(err.value)
-
-
-def test_debian_stack_alone_passes_check(tmp_path: Path) -> None:
-    """Debian's /etc/ulogd.conf with only its (commented-out) NACCT stack enabled."""
-    debian = Path("/etc/ulogd.conf")
-    if not debian.exists():
-        pytest.skip("no /etc/ulogd.conf (Debian package ulogd2)")
-    text = debian.read_text()
-    assert f"#stack={STACK}\n" in text
-    text = re.sub(r"(?m)^stack=", "#stack=", text).replace(f"#stack={STACK}\n",
-                                                           f"stack={STACK}\n")
-    conf = tmp_path / "ulogd.conf"
-    conf.write_text(text)
-    done = subprocess.run([ULOGPY, "--check", "-c", str(conf)], capture_output=True,
-                          text=True, timeout=60, check=False)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "OK, 1 stack(s)" in done.stdout

@@ -6,7 +6,6 @@ ulogpy and ulogd report it."""
 
 from __future__ import annotations
 
-import re
 import struct
 import subprocess
 from pathlib import Path
@@ -14,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from tests.ulogd_ref import ULOGPY
-from ulogpy.core.registry import registry
 from ulogpy.netlink import acct
 from ulogpy.netlink.attrs import MalformedMessage, attr
 from ulogpy.netlink.nlsock import NLMSGHDR, iter_messages
@@ -113,42 +111,6 @@ def test_section_is_required(tmp_path: Path) -> None:
     proc = run_cli("--check", "-c", str(conf))
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "[acct1]" in proc.stderr and "pollinterval" in proc.stderr
-
-
-def debian_nfacct_stacks() -> list[str]:
-    if not DEBIAN_CONF.exists():
-        return []
-    return re.findall(r"^#(stack=acct1:NFACCT,[^\n]+)$", DEBIAN_CONF.read_text(), re.M)
-
-
-def _alone(stack: str, tmp_path: Path) -> Path:
-    """Debian's file with only `stack` enabled and its output files under tmp_path."""
-    text = DEBIAN_CONF.read_text()
-    text = re.sub(r"^stack=", "#stack=", text, flags=re.M)
-    text = text.replace("#" + stack, stack)
-    text = text.replace('logfile="syslog"', f'logfile="{tmp_path}/ulogpy.log"')  # not /dev/log
-    text = re.sub(r'^(\s*file\s*=\s*)"?/var/log/[^"\n]*"?', rf'\1"{tmp_path}/out"', text,
-                  flags=re.M)
-    conf = tmp_path / "ulogd.conf"
-    conf.write_text(text)
-    return conf
-
-
-@pytest.mark.skipif(not DEBIAN_CONF.exists(), reason="no /etc/ulogd.conf (package ulogd2)")
-@pytest.mark.parametrize("stack", debian_nfacct_stacks())
-def test_debian_nfacct_stack_alone_passes_check(stack: str, tmp_path: Path) -> None:
-    output = stack.rsplit(":", 1)[1]
-    if output not in registry():
-        pytest.skip(f"output {output} is not in ulogpy yet")
-    proc = run_cli("--check", "-c", str(_alone(stack, tmp_path)))
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "Traceback" not in proc.stderr
-
-
-def test_debian_file_has_nfacct_stacks() -> None:
-    if not DEBIAN_CONF.exists():
-        pytest.skip("no /etc/ulogd.conf (package ulogd2)")
-    assert {s.rsplit(":", 1)[1] for s in debian_nfacct_stacks()} >= {"GPRINT", "GRAPHITE"}
 
 
 def test_damaged_messages_raise_only_malformed() -> None:

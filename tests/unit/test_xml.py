@@ -18,7 +18,6 @@ from ulogpy.plugins.output import xmltext
 
 from tests.fixtures.recorded import load_records
 from tests.outputs import Delivered
-from tests.ulogd_ref import ULOGPY
 from ulogpy.config.errors import ConfigError
 from ulogpy.config.load import load_config
 from ulogpy.core.stack import build_pipeline
@@ -197,22 +196,3 @@ def test_section_required(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         build_pipeline(load_config(str(conf)))
     assert "[xml1]" in str(err.value)
-
-
-@pytest.mark.parametrize("stack", [
-    "ct1:NFCT,xml1:XML", "log1:NFLOG,xml1:XML", "acct1:NFACCT,xml1:XML",
-])
-def test_debian_stack_alone_passes_check(tmp_path: Path, stack: str) -> None:
-    """Debian's /etc/ulogd.conf with only this (commented-out) stack enabled."""
-    if not DEBIAN_CONF.exists():
-        pytest.skip("no /etc/ulogd.conf (Debian package ulogd2)")
-    text = DEBIAN_CONF.read_text()
-    assert f"#stack={stack}\n" in text
-    text = re.sub(r"(?m)^stack=", "#stack=", text).replace(f"#stack={stack}\n",
-                                                           f"stack={stack}\n")
-    conf = tmp_path / "ulogd.conf"
-    conf.write_text(text)
-    done = subprocess.run([ULOGPY, "--check", "-c", str(conf)], capture_output=True,
-                          text=True, timeout=60, check=False)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "OK, 1 stack(s)" in done.stdout
