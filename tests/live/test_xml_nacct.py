@@ -107,7 +107,10 @@ def _traffic(topo: NatTopology) -> int:
     flows = topo.generate_flows()
     topo.lan.run(["ping", "-n", "-c", "1", "-W", "2", "-s", str(BIG_PING),
                   topo.wan_ip(4)])
-    time.sleep(1.5)  # every flow in one table dump at least (polling mode)
+    # Polling mode writes a flow once a dump no longer finds it, so every flow must be
+    # in one dump of each daemon first: three poll intervals leave room for a loaded
+    # machine (a dump that comes late finds nothing to report, and the test waits).
+    time.sleep(3.0)
     conntrack_flush(topo.fw)
     return len(flows) + 1
 
