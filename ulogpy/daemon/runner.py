@@ -1,14 +1,16 @@
 """The runner: moves records from inputs through their stacks, owns counters.
 
 Plugins stay small because everything around them lives here: fan-out of
-one input to several stacks, the per-stack chain of filters and output,
+one input to several stacks, the chain of filters and outputs,
 counting what was emitted, stopped or failed, the guard around every
 input's handler (`ulogpy.daemon.guard`), each output's buffer and writer
 (`ulogpy.delivery`), the hand-over after each read batch, and delivering
 signals once per real instance.
 
-The per-event path is a function per stack with no validation: the stack
-builder already checked everything.
+The per-event path is generated code with no validation (the stack builder
+already checked everything): one function per branch of each input's prefix
+tree (`ulogpy.daemon.prefix`), so a filter that several stacks share from
+their start runs once per event.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from ulogpy.core.plugin import Counters, OutputPlugin, Plugin, Tally
 from ulogpy.core.stack import Pipeline, Stack
 from ulogpy.daemon.guard import guard_input
 from ulogpy.daemon.ownlog import NOTICE
+from ulogpy.daemon.prefix import Branch, build_tree
 from ulogpy.delivery.writer import Writer
 
 log = logging.getLogger("ulogpy.runner")
@@ -31,22 +34,21 @@ log = logging.getLogger("ulogpy.runner")
 LOGGED_FAILURES = 5
 
 
-def _stack_chain(stack: Stack, sink: Callable[[Any], None],
-                 emitted: Tally | None = None) -> Callable[[dict], None]:
-    """A function that runs one record through the filters of `stack` to its output.
-
-    `sink` is the output's buffer (`Buffer.put`): it gets the record, or the line
-    the output renders it into (`renders_text`, rendered right here, in the reader's
-    thread).  With `emitted` the function is the input's `emit` itself and counts
-    the event there.
+def _branch_chain(branch: Branch, emitted: Tally | None = None) -> Callable[[dict], None]:
+    """A function that runs one record through a branch's filters, then its items.
 
     Generated, one straight line per filter: this runs for every event, and a
     loop over the filters (with `enumerate` to know which one failed) costs more
-    than the filters of a short stack themselves.
+    than the filters of a short stack themselves.  An item is a stack's output
+    (`End`: the record goes to the output's buffer, or the line the output
+    renders it into, rendered right here in the reader's thread) or a branch
+    below (its own generated function).  Filters add keys, and each stack must
+    see only its own: every item but the last gets a copy of the record, the last
+    the record itself (an input never looks at a record again once emitted).
+    With `emitted` the function is the input's `emit` itself and counts the event.
     """
-    plugins = tuple(stack.filters)
-    output = stack.output
-    label = stack.text
+    plugins = tuple(branch.filters)
+    label = " + ".join(s.text for s in branch.stacks)
 
     def failed(where: Plugin, exc: Exception) -> None:
         where.counters.add("failed")
@@ -57,8 +59,7 @@ def _stack_chain(stack: Stack, sink: Callable[[Any], None],
         plugins[index].counters.add("stopped")
 
     scope: dict[str, object] = {"failed": failed, "stopped": stopped, "plugins": plugins,
-                                "emitted": emitted, "sink": sink, "render": output.render,
-                                "output": output}
+                                "emitted": emitted}
     lines = ["def chain(record):"]
     if emitted is not None:
         lines.append("    emitted.n += 1")
@@ -73,11 +74,21 @@ def _stack_chain(stack: Stack, sink: Callable[[Any], None],
             lines.append(f"            return stopped({i})")
         lines.append("    except Exception as exc:")
         lines.append("        return failed(plugins[at], exc)")
-    if output.renders_text:
-        lines += ["    try:", "        line = render(record)", "    except Exception as exc:",
-                  "        return failed(output, exc)", "    sink(line)"]
-    else:
-        lines.append("    sink(record)")
+    last = len(branch.items) - 1
+    for i, item in enumerate(branch.items):
+        arg = "record" if i == last else "record.copy()"
+        if isinstance(item, Branch):
+            scope[f"b{i}"] = _branch_chain(item)
+            lines.append(f"    b{i}({arg})")
+            continue
+        output = item.stack.output
+        scope[f"sink{i}"], scope[f"out{i}"] = item.sink, output
+        if not output.renders_text:
+            lines.append(f"    sink{i}({arg})")
+            continue
+        scope[f"render{i}"] = output.render
+        lines += ["    try:", f"        line = render{i}({arg})", "    except Exception as exc:",
+                  f"        failed(out{i}, exc)", "    else:", f"        sink{i}(line)"]
     return define(lines, "chain", f"stack {label}", scope)
 
 
@@ -136,25 +147,8 @@ class Runner:
 
 def _emitter(stacks: list[tuple[Stack, Callable[[Any], None]]],
              counters: Counters) -> Callable[[dict], None]:
-    """The input's `emit`: the only stack's chain itself, or the chain of each stack.
-
-    Filters add keys, and each stack must see only its own: every stack but the
-    last gets a copy of the record, the last the record itself (as a single stack
-    does; an input never looks at a record again once emitted).
-    """
-    emitted = counters.tally("emitted")
-    if len(stacks) == 1:
-        return _stack_chain(*stacks[0], emitted=emitted)
-    *firsts, last = (_stack_chain(stack, sink) for stack, sink in stacks)
-    first_chains = tuple(firsts)
-
-    def emit(record: dict) -> None:
-        emitted.n += 1
-        for chain in first_chains:
-            chain(record.copy())
-        last(record)
-
-    return emit
+    """The input's `emit`: the root of its stacks' prefix tree (`daemon/prefix.py`)."""
+    return _branch_chain(build_tree(stacks), emitted=counters.tally("emitted"))
 
 
 def attach(pipeline: Pipeline, loop: Any = None) -> Runner:
