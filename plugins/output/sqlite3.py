@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from ulogpy.core.plugin import Option, PluginError
 from ulogpy.db.output import DB_OPTIONS, DbOutput
 from ulogpy.db.schema import sqlite_table_sql
-from ulogpy.db.sqlitesink import SqliteSink
+from ulogpy.db.sqlitesink import COMMIT_DELAY_S, SqliteSink
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +57,10 @@ class SQLITE3(DbOutput):
                 raise PluginError(f"create_table: ulogpy's SQLite schema has no table "
                                   f"'{cfg.table}'")
         super().configure()
+
+    def batching(self) -> tuple[int, float]:
+        """Large transactions at burst rates (why: `sqlitesink.COMMIT_DELAY_S`)."""
+        return self.config.batch_rows, COMMIT_DELAY_S
 
     def make_sink(self) -> SqliteSink:
         cfg = self.config
