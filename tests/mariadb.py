@@ -14,15 +14,13 @@ network namespaces reach it through the file system), and is stopped and deleted
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import os
-import pwd
-import shutil
 import subprocess
-import tempfile
 import time
 from pathlib import Path
+
+from tests.tempserver import TempServer, server_skip_reason
 
 __all__ = ["MariaDB", "mariadb_skip_reason", "ulogd_mysql_schema_sql"]
 
@@ -34,16 +32,9 @@ USER = "mysql"
 
 
 def mariadb_skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "the MariaDB fixture runs the server as user mysql: needs root"
-    for binary in (SERVER, INSTALL_DB, CLIENT):
-        if not binary.exists():
-            return f"no {binary} (Debian package mariadb-server)"
-    try:
-        pwd.getpwnam(USER)
-    except KeyError:
-        return "no 'mysql' system user (Debian package mariadb-server)"
-    return None
+    missing = next((f"no {b} (Debian package mariadb-server)"
+                    for b in (SERVER, INSTALL_DB, CLIENT) if not b.exists()), None)
+    return server_skip_reason("MariaDB", USER, "mariadb-server", missing)
 
 
 def ulogd_mysql_schema_sql() -> str:
@@ -51,22 +42,16 @@ def ulogd_mysql_schema_sql() -> str:
     return gzip.decompress(ULOGD_MYSQL_SCHEMA_GZ.read_bytes()).decode()
 
 
-class MariaDB:
+class MariaDB(TempServer):
     """One MariaDB server in a temporary directory, reached through a unix socket."""
 
     def __init__(self) -> None:
-        self.user = pwd.getpwnam(USER)
-        self.base = Path(tempfile.mkdtemp(prefix="ulogpy-my-"))
-        os.chmod(self.base, 0o755)
-        self.datadir = self.base / "data"
-        self.datadir.mkdir(mode=0o700)
+        super().__init__(USER, "ulogpy-my-")
         self.rundir = self.base / "run"
         self.rundir.mkdir(mode=0o777)
         os.chmod(self.rundir, 0o777)
-        for d in (self.datadir, self.rundir):
-            os.chown(d, self.user.pw_uid, self.user.pw_gid)
+        os.chown(self.rundir, self.user.pw_uid, self.user.pw_gid)
         self.socket = self.rundir / "mysqld.sock"
-        self.logfile = self.base / "server.log"
         self.proc: subprocess.Popen | None = None
         self._init()
 
@@ -119,23 +104,6 @@ class MariaDB:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.stop()
-        shutil.rmtree(self.base, ignore_errors=True)
-
-    def __enter__(self) -> MariaDB:
-        self.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def _log_tail(self) -> str:
-        with contextlib.suppress(OSError):
-            return self.logfile.read_text(errors="replace")[-3000:]
-        return ""
 
     # -- databases ----------------------------------------------------------------------
     def client(self, db: str, sql: str) -> str:

@@ -22,6 +22,7 @@ import random
 import secrets
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -40,11 +41,14 @@ __all__ = [
     "conntrack_flush",
     "conntrack_list",
     "conntrack_reap",
+    "free_port",
     "icmp_echo",
     "live_skip_reason",
     "ping",
     "probe",
+    "tcp_collector",
     "tcp_echo",
+    "udp_burst",
     "udp_echo",
     "wait_until",
 ]
@@ -605,6 +609,33 @@ def probe(client: Netns, proto: str, addr: str, port: int, timeout: float = 1.0)
     r = client.run(_traffic_argv("probe", "--proto", proto, "--addr", addr, "--port", port,
                                  "--timeout", timeout), timeout=timeout + 5)
     return json.loads(r.stdout.strip().splitlines()[-1])["outcome"]
+
+
+def udp_burst(ns: Netns, addr: str, first: int, count: int, *, vary: str = "dport",
+              port: int = 9) -> None:
+    """`count` UDP flows from ``ns`` to ``addr``, one datagram each: to the ports
+    ``first``... (``vary="dport"``), or from them to ``port`` (``vary="sport"``)."""
+    ns.run(_traffic_argv("udp-burst", "--addr", addr, "--first", first, "--count", count,
+                         "--vary", vary, "--port", port))
+
+
+def tcp_collector(ns: Netns, port: int, out: Path, seconds: float,
+                  bind: str = "127.0.0.1") -> subprocess.Popen:
+    """A TCP listener in ``ns`` (ready when this returns) that accepts one connection and
+    writes what it got in ``seconds`` (or until the peer closes) to ``out``; wait for
+    the process before reading ``out``."""
+    proc = ns.popen(_traffic_argv("tcp-collect", "--bind", bind, "--port", port, "--out",
+                                  out, "--seconds", seconds), stdout=subprocess.PIPE)
+    _read_ready(proc, 10.0)
+    return proc
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    """A port free on this host's loopback now (for a server in a namespace: each
+    namespace has its own ports, so it is free there too)."""
+    with socket.socket(socket.AF_INET, kind) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def ping(

@@ -14,17 +14,15 @@ deleted by :meth:`PgCluster.close`.
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import gzip
 import os
-import pwd
 import random
-import shutil
 import subprocess
-import tempfile
 import time
 from pathlib import Path
+
+from tests.tempserver import TempServer, server_skip_reason
 
 __all__ = ["PgCluster", "ULOGD_SCHEMA_GZ", "pg_bindir", "pg_skip_reason", "ulogd_schema_sql"]
 
@@ -40,15 +38,9 @@ def pg_bindir() -> Path | None:
 
 
 def pg_skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "the PostgreSQL fixture runs the server as user postgres: needs root"
-    if pg_bindir() is None:
-        return "no /usr/lib/postgresql/*/bin/initdb (Debian package postgresql; scripts/setup)"
-    try:
-        pwd.getpwnam(SUPERUSER)
-    except KeyError:
-        return "no 'postgres' system user (Debian package postgresql)"
-    return None
+    missing = None if pg_bindir() else \
+        "no /usr/lib/postgresql/*/bin/initdb (Debian package postgresql; scripts/setup)"
+    return server_skip_reason("PostgreSQL", SUPERUSER, "postgresql", missing)
 
 
 def ulogd_schema_sql() -> str:
@@ -56,7 +48,7 @@ def ulogd_schema_sql() -> str:
     return gzip.decompress(ULOGD_SCHEMA_GZ.read_bytes()).decode()
 
 
-class PgCluster:
+class PgCluster(TempServer):
     """One PostgreSQL server in a temporary directory, reached through a unix socket."""
 
     def __init__(self, extra_conf: dict[str, str] | None = None) -> None:
@@ -64,17 +56,11 @@ class PgCluster:
         if bindir is None:
             raise RuntimeError(pg_skip_reason() or "PostgreSQL binaries not found")
         self.bindir = bindir
-        self.user = pwd.getpwnam(SUPERUSER)
-        self.base = Path(tempfile.mkdtemp(prefix="ulogpy-pg-"))
-        os.chmod(self.base, 0o755)  # the server (user postgres) must reach its files
-        self.datadir = self.base / "data"
-        self.datadir.mkdir(mode=0o700)
-        os.chown(self.datadir, self.user.pw_uid, self.user.pw_gid)
+        super().__init__(SUPERUSER, "ulogpy-pg-")
         self.sockdir = self.base / "sock"
         self.sockdir.mkdir()
         os.chown(self.sockdir, self.user.pw_uid, self.user.pw_gid)
         os.chmod(self.sockdir, 0o777)
-        self.logfile = self.base / "server.log"
         self.logfile.touch()
         os.chown(self.logfile, self.user.pw_uid, self.user.pw_gid)
         self.port = random.randint(20000, 60000)
@@ -142,22 +128,8 @@ class PgCluster:
             time.sleep(down_for)
         self.start()
 
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.stop("immediate")
-        shutil.rmtree(self.base, ignore_errors=True)
-
-    def __enter__(self) -> PgCluster:
-        self.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def _log_tail(self) -> str:
-        with contextlib.suppress(OSError):
-            return self.logfile.read_text(errors="replace")[-3000:]
-        return ""
+    def _stop_at_close(self) -> None:
+        self.stop("immediate")
 
     # -- databases ----------------------------------------------------------------------
     def dsn(self, db: str = "postgres", user: str = SUPERUSER) -> str:

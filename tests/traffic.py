@@ -6,7 +6,8 @@ Executed as a script by ``tests.netns`` helpers, e.g.::
     ip netns exec NS python3 tests/traffic.py tcp-client --addr 10.77.2.2 --port 40000
 
 Servers print ``READY <port>`` on stdout once they listen, serve ``--count`` clients and
-exit.  Clients print one JSON object describing what they did (local address/port, reply).
+exit (``tcp-collect``: one client, whose bytes it writes to a file).  Clients print one
+JSON object describing what they did (local address/port, reply).
 """
 
 from __future__ import annotations
@@ -111,6 +112,48 @@ def udp_client(args: argparse.Namespace) -> int:
         if not args.no_reply:
             reply = c.recv(65536)
     _emit({"src": local[0], "sport": local[1], "reply": reply.decode(errors="replace")})
+    return 0
+
+
+def udp_burst(args: argparse.Namespace) -> int:
+    """One datagram from each of `count` ports (`--vary sport`: our source port, to
+    `--port`) or to each of them (`--vary dport`): `count` distinct UDP flows."""
+    fam = _family(args.addr)
+    for p in range(args.first, args.first + args.count):
+        with socket.socket(fam, socket.SOCK_DGRAM) as s:
+            if args.vary == "sport":
+                s.bind(("::" if fam == socket.AF_INET6 else "0.0.0.0", p))
+            s.sendto(b"x", (args.addr, args.port if args.vary == "sport" else p))
+    return 0
+
+
+# --------------------------------------------------------------------------------- TCP sink
+
+
+def tcp_collect(args: argparse.Namespace) -> int:
+    """Accept one connection and keep what it sends, until it closes or `--seconds`
+    have passed, into `--out` (a collector for an output's stream)."""
+    with socket.socket(_family(args.bind), socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((args.bind, args.port))
+        s.listen(4)
+        _ready(s.getsockname()[1])
+        s.settimeout(args.seconds)
+        conn, _ = s.accept()
+        end = time.monotonic() + args.seconds
+        data = b""
+        with conn:
+            conn.settimeout(0.2)
+            while time.monotonic() < end:
+                try:
+                    chunk = conn.recv(65536)
+                except TimeoutError:
+                    continue
+                if not chunk:
+                    break
+                data += chunk
+    with open(args.out, "wb") as f:
+        f.write(data)
     return 0
 
 
@@ -231,6 +274,19 @@ def main(argv: list[str] | None = None) -> int:
     sp.add_argument("--port", type=int, required=True)
     sp.add_argument("--timeout", type=float, default=1.0)
 
+    sp = sub.add_parser("udp-burst")
+    sp.add_argument("--addr", required=True)
+    sp.add_argument("--first", type=int, required=True)
+    sp.add_argument("--count", type=int, required=True)
+    sp.add_argument("--vary", choices=("sport", "dport"), default="dport")
+    sp.add_argument("--port", type=int, default=9)
+
+    sp = sub.add_parser("tcp-collect")
+    sp.add_argument("--bind", required=True)
+    sp.add_argument("--port", type=int, required=True)
+    sp.add_argument("--out", required=True)
+    sp.add_argument("--seconds", type=float, required=True)
+
     args = p.parse_args(argv)
     handler = {
         "tcp-server": tcp_server,
@@ -239,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
         "udp-client": udp_client,
         "icmp-echo": icmp_echo,
         "probe": probe,
+        "udp-burst": udp_burst,
+        "tcp-collect": tcp_collect,
     }[args.cmd]
     return handler(args)
 

@@ -41,30 +41,20 @@ import warnings
 from ulogpy.core.plugin import Option, PluginError, Transport
 from ulogpy.db import mystatement, pgstatement
 from ulogpy.db.conninfo import pg_conninfo
-from ulogpy.db.output import DB_OPTIONS, DbOutput, ulogd_common_options, ulogd_queue_size
+from ulogpy.db.myuri import DEFAULT_SOCKET
+from ulogpy.db.output import DB_OPTIONS, UlogdSqlOutput, ulogd_common_options
+from ulogpy.db.procedure import ProcedureError, procedure_check
 from ulogpy.db.redact import Redactor
 
 # ulogd's option `schema` shadows pydantic's BaseModel.schema (see PGSQL).
 warnings.filterwarnings("ignore", message='Field name "schema"', category=UserWarning)
 DBTYPES = ("pgsql", "mysql", "sqlite3")
 LIBDBI_SQLITE3_DIR = "/usr/var/lib/libdbi/sqlite3"
-DEFAULT_CONNECT_TIMEOUT = 5
-DEFAULT_MYSQL_SOCKET = "/run/mysqld/mysqld.sock"
+#: `procedure` must suit one database type at least (configure checks the chosen one).
+_check_procedure = procedure_check(pgstatement.parse_procedure, mystatement.parse_procedure)
 
 
-def _check_procedure(value: str) -> str | None:
-    """Valid for one of the database types at least (configure checks the chosen one)."""
-    errors = []
-    for module in (pgstatement, mystatement):
-        try:
-            module.parse_procedure(value)
-            return None
-        except pgstatement.ProcedureError as exc:
-            errors.append(str(exc))
-    return errors[0]
-
-
-class DBI(DbOutput):
+class DBI(UlogdSqlOutput):
     name = "DBI"
     description = "ulogd's libdbi output (pgsql, mysql, sqlite3) on ulogpy's own backends"
     options = (
@@ -82,7 +72,7 @@ class DBI(DbOutput):
                help="sqlite3: the directory of a relative `db` (libdbi's default)"),
         Option("socket", str, "", ulogd=False,
                help="mysql: unix socket for an empty host or localhost (default: "
-                    f"$MYSQL_UNIX_PORT, else {DEFAULT_MYSQL_SOCKET})"),
+                    f"$MYSQL_UNIX_PORT, else {DEFAULT_SOCKET})"),
         *DB_OPTIONS,
     )
 
@@ -94,7 +84,7 @@ class DBI(DbOutput):
         module = mystatement if self.dbtype == "mysql" else pgstatement
         try:
             self.procedure = module.parse_procedure(cfg.procedure)
-        except pgstatement.ProcedureError as exc:
+        except ProcedureError as exc:
             raise PluginError(f"procedure: {exc}") from None
         if self.dbtype == "sqlite3" and self.procedure.kind != "insert":
             raise PluginError(f"procedure '{cfg.procedure}': dbtype sqlite3 takes only "
@@ -102,11 +92,7 @@ class DBI(DbOutput):
         if self.dbtype == "pgsql":
             self.conninfo = pg_conninfo(host=cfg.host, port=cfg.port, db=cfg.db,
                                         user=cfg.user, password=password)
-        ulogd_queue_size(cfg, self)
         super().configure()
-
-    def initial_backoff(self) -> float:
-        return float(max(1, self.config.reconnect))
 
     def sqlite_path(self) -> str:
         cfg = self.config
@@ -114,7 +100,7 @@ class DBI(DbOutput):
 
     def make_sink(self) -> Transport:
         cfg = self.config
-        timeout = cfg.connect_timeout or DEFAULT_CONNECT_TIMEOUT
+        timeout = self.connect_timeout()
         if self.dbtype == "pgsql":
             from ulogpy.db.pgsink import PgSink
 
@@ -122,15 +108,11 @@ class DBI(DbOutput):
                           schema=cfg.schema, table=cfg.table, procedure=self.procedure,
                           stack_keys=self.stack_keys, redact=self.redact, first_is_id=True)
         if self.dbtype == "mysql":
-            from ulogpy.db.mysqlsink import MysqlSink, connect_args
+            from ulogpy.db.mysqlsink import MysqlSink, connect_from_options
 
-            socket = cfg.socket or os.environ.get("MYSQL_UNIX_PORT") or DEFAULT_MYSQL_SOCKET
-            connect = connect_args(host=cfg.host, port=cfg.port, user=cfg.user,
-                                   password=getattr(cfg, "pass"), db=cfg.db, socket=socket,
-                                   connect_timeout=timeout)
-            return MysqlSink(label=str(self), connect=connect, table=cfg.table,
-                             procedure=self.procedure, stack_keys=self.stack_keys,
-                             redact=self.redact, first_is_id=True)
+            return MysqlSink(label=str(self), connect=connect_from_options(cfg, timeout),
+                             table=cfg.table, procedure=self.procedure,
+                             stack_keys=self.stack_keys, redact=self.redact, first_is_id=True)
         from ulogpy.db.render import dbi_sqlite_renderer
         from ulogpy.db.sqlitesink import SqliteSink
 

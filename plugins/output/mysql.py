@@ -28,39 +28,26 @@ with ulogd's own objects: IP2BIN, table="conntrack", procedure="INSERT_CT".)
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING
 
 from ulogpy.core.plugin import Option
 from ulogpy.db.mystatement import parse_procedure
-from ulogpy.db.output import DB_OPTIONS, DbOutput, ulogd_common_options, ulogd_queue_size
-from ulogpy.db.pgstatement import ProcedureError
+from ulogpy.db.myuri import DEFAULT_SOCKET, default_socket
+from ulogpy.db.output import DB_OPTIONS, UlogdSqlOutput, ulogd_common_options
+from ulogpy.db.procedure import procedure_check
 from ulogpy.db.redact import Redactor
 
 if TYPE_CHECKING:  # PyMySQL is loaded only when a MYSQL stack is used
     from ulogpy.db.mysqlsink import MysqlSink
 
-DEFAULT_CONNECT_TIMEOUT = 5
-DEFAULT_SOCKET = "/run/mysqld/mysqld.sock"
+__all__ = ["MYSQL", "default_socket"]  # default_socket: also nat-lookup's
 
 
-def check_procedure(value: str) -> str | None:
-    try:
-        parse_procedure(value)
-    except ProcedureError as exc:
-        return str(exc)
-    return None
-
-
-def default_socket() -> str:
-    return os.environ.get("MYSQL_UNIX_PORT") or DEFAULT_SOCKET
-
-
-class MYSQL(DbOutput):
+class MYSQL(UlogdSqlOutput):
     name = "MYSQL"
     description = "MySQL / MariaDB tables and ulogd's SQL functions"
     options = (
-        *ulogd_common_options(check_procedure),
+        *ulogd_common_options(procedure_check(parse_procedure)),
         Option("db", str, "", mandatory=True, help="database name"),
         Option("host", str, "", mandatory=True,
                help="server host name; empty or localhost: the unix socket"),
@@ -74,19 +61,13 @@ class MYSQL(DbOutput):
     )
 
     def configure(self) -> None:
+        from ulogpy.db.mysqlsink import connect_from_options
+
         cfg = self.config
         self.procedure = parse_procedure(cfg.procedure)
-        password = getattr(cfg, "pass")  # a keyword in Python, an option name in ulogd
-        self.redact = Redactor([password])
-        self.connect = _connect(cfg.host, cfg.port, cfg.user, password, cfg.db,
-                                cfg.socket or default_socket(),
-                                cfg.connect_timeout or DEFAULT_CONNECT_TIMEOUT)
-        ulogd_queue_size(cfg, self)
+        self.redact = Redactor([getattr(cfg, "pass")])  # `pass`: a keyword in Python
+        self.connect = connect_from_options(cfg, self.connect_timeout())
         super().configure()
-
-    def initial_backoff(self) -> float:
-        # ulogd: reconnect=0 disables the plugin for good; ulogpy keeps retrying.
-        return float(max(1, self.config.reconnect))
 
     def make_sink(self) -> MysqlSink:
         from ulogpy.db.mysqlsink import MysqlSink
@@ -95,10 +76,3 @@ class MYSQL(DbOutput):
                          procedure=self.procedure, stack_keys=self.stack_keys,
                          redact=self.redact)
 
-
-def _connect(host: str, port: int, user: str, password: str, db: str, socket: str,
-             timeout: int) -> dict:
-    from ulogpy.db.mysqlsink import connect_args
-
-    return connect_args(host=host, port=port, user=user, password=password, db=db,
-                        socket=socket, connect_timeout=timeout)

@@ -10,54 +10,29 @@ password never reaches the log.
 
 from __future__ import annotations
 
-import logging
 import warnings
 from typing import TYPE_CHECKING
 
 from ulogpy.core.plugin import Option
 from ulogpy.db.conninfo import pg_conninfo
-from ulogpy.db.output import DB_OPTIONS, DbOutput, ulogd_queue_size
-from ulogpy.db.pgstatement import ProcedureError, parse_procedure
+from ulogpy.db.output import DB_OPTIONS, UlogdSqlOutput, ulogd_common_options
+from ulogpy.db.pgstatement import parse_procedure
+from ulogpy.db.procedure import procedure_check
 from ulogpy.db.redact import Redactor, secrets_of_conninfo
 
 if TYPE_CHECKING:  # psycopg (~0.2 s to import) is loaded only when a PGSQL stack is used
     from ulogpy.db.pgsink import PgSink
 
-log = logging.getLogger("ulogpy.db")
 # ulogd's option `schema` becomes a field of the options model, where pydantic warns that
 # it shadows BaseModel.schema (a deprecated class method nobody calls on these models).
 warnings.filterwarnings("ignore", message='Field name "schema"', category=UserWarning)
-DEFAULT_CONNECT_TIMEOUT = 5
 
 
-def _check_procedure(value: str) -> str | None:
-    try:
-        parse_procedure(value)
-    except ProcedureError as exc:
-        return str(exc)
-    return None
-
-
-class PGSQL(DbOutput):
+class PGSQL(UlogdSqlOutput):
     name = "PGSQL"
     description = "PostgreSQL tables and ulogd's SQL functions"
     options = (
-        Option("table", str, "", mandatory=True,
-               help="table or view whose columns name the values to write"),
-        Option("reconnect", int, 2,
-               help="seconds before the first reconnect attempt (then doubling)"),
-        Option("connect_timeout", int, 0,
-               help=f"seconds a connection attempt may take (0: {DEFAULT_CONNECT_TIMEOUT})"),
-        Option("procedure", str, "", mandatory=True, check=_check_procedure,
-               help="INSERT, INSERT INTO <table>, CALL <procedure> or a function name "
-                    "such as INSERT_OR_REPLACE_CT"),
-        Option("backlog_memcap", int, 0,
-               help="bytes of rows kept in memory while the database is away (1 KiB a "
-                    "row: sets queue_size)"),
-        Option("backlog_oneshot_requests", int, 10,
-               help="accepted for compatibility (ulogpy replays in batches)"),
-        Option("ring_buffer_size", int, 0,
-               help="rows kept in memory (sets queue_size; takes precedence)"),
+        *ulogd_common_options(procedure_check(parse_procedure)),
         Option("db", str, "", mandatory=True, help="database name"),
         Option("host", str, "", help="host name or unix socket directory"),
         Option("user", str, "", mandatory=True, help="database user"),
@@ -82,18 +57,13 @@ class PGSQL(DbOutput):
                                    password=password)
         self.redact = Redactor(secrets)
         self.conninfo = conninfo
-        ulogd_queue_size(cfg, self)
         super().configure()
-
-    def initial_backoff(self) -> float:
-        # ulogd: reconnect=0 disables the plugin for good; ulogpy keeps retrying.
-        return float(max(1, self.config.reconnect))
 
     def make_sink(self) -> PgSink:
         from ulogpy.db.pgsink import PgSink
 
         cfg = self.config
         return PgSink(label=str(self), conninfo=self.conninfo,
-                      connect_timeout=cfg.connect_timeout or DEFAULT_CONNECT_TIMEOUT,
+                      connect_timeout=self.connect_timeout(),
                       schema=cfg.schema, table=cfg.table, procedure=self.procedure,
                       stack_keys=self.stack_keys, redact=self.redact)

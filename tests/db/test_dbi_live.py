@@ -25,6 +25,7 @@ from pathlib import Path
 import pytest
 
 from tests.db.helpers import query, table_rows, wait_for
+from tests.db.sidebyside import ULOGD, flow_topology, side_by_side
 from tests.netns import NatTopology, conntrack_flush
 from tests.pgcluster import PgCluster, pg_skip_reason
 from tests.ulogd_ref import ULOGPY, UlogdProcess
@@ -83,8 +84,7 @@ def _conf(daemon: str, tmp: Path, **fields: str) -> str:
 
 @pytest.fixture
 def topo():
-    with NatTopology(fw_sysctls={"net.netfilter.nf_conntrack_acct": 1,
-                                 "net.netfilter.nf_conntrack_timestamp": 1}) as t:
+    with flow_topology() as t:
         yield t
 
 
@@ -109,7 +109,7 @@ def test_sqlite3_same_rows_as_ulogd(topo, tmp_path):
     LIBDBI_SQLITE3_DIR.mkdir(parents=True, exist_ok=True)  # the mount point (empty)
     dbdirs = {}
     procs = {}
-    for daemon, binary in (("ulogd", "/usr/sbin/ulogd"), ("ulogpy", ULOGPY)):
+    for daemon, binary in (("ulogd", ULOGD), ("ulogpy", ULOGPY)):
         dbdir = tmp_path / f"dbdir-{daemon}"
         dbdir.mkdir()
         os.chmod(dbdir, 0o777)
@@ -169,16 +169,14 @@ def test_pgsql_same_rows_as_ulogd(pg5432, ulogd_schema, topo, tmp_path):
     dbs = {d: pg.create_db(f"dbi_{d}", ulogd_schema) for d in ("ulogd", "ulogpy")}
     table = ("CREATE TABLE ctins (ct_mark bigint, orig_ip_saddr_str inet, orig_l4_dport "
              "integer, orig_raw_pktcount bigint, ct_event integer, oob_family integer)")
-    procs = {}
+    confs = {}
     for daemon, conninfo in dbs.items():
         name = conninfo.split("dbname=")[1].split()[0]
         pg.psql(name, table)
-        text = _conf(daemon, tmp_path, dbtype="pgsql", db=name, host=str(pg.sockdir),
-                     user="postgres", table1="ulog2_ct", proc1="INSERT_OR_REPLACE_CT",
-                     table2="ctins")
-        procs[daemon] = UlogdProcess(topo.fw, text, tmp_path / daemon,
-                                     binary=ULOGPY if daemon == "ulogpy" else
-                                     "/usr/sbin/ulogd")
+        confs[daemon] = _conf(daemon, tmp_path, dbtype="pgsql", db=name,
+                              host=str(pg.sockdir), user="postgres", table1="ulog2_ct",
+                              proc1="INSERT_OR_REPLACE_CT", table2="ctins")
+    procs = side_by_side(topo, tmp_path, confs, extra=False)
     with procs["ulogd"], procs["ulogpy"]:
         expected = _traffic(topo)
         for db in dbs.values():
@@ -208,14 +206,11 @@ def test_mysql_same_rows_as_ulogd(my, new_mydb, topo, tmp_path, monkeypatch):
     dbs = {"ulogd": new_mydb(), "ulogpy": new_mydb()}
     for db in dbs.values():
         my.query(db, "CREATE TABLE plain (id int, orig_l4_dport int, ct_mark bigint)")
-    procs = {}
-    for daemon, db in dbs.items():
-        text = _conf(daemon, tmp_path, dbtype="mysql", db=db, host="localhost", user="root",
-                     table1="conntrack", proc1="INSERT_CT", table2="plain")
-        text = text.replace("ip2str1:IP2STR", "ip2bin1:IP2BIN")
-        procs[daemon] = UlogdProcess(topo.fw, text, tmp_path / daemon,
-                                     binary=ULOGPY if daemon == "ulogpy" else
-                                     "/usr/sbin/ulogd")
+    procs = side_by_side(topo, tmp_path, {
+        daemon: _conf(daemon, tmp_path, dbtype="mysql", db=db, host="localhost", user="root",
+                      table1="conntrack", proc1="INSERT_CT", table2="plain")
+        .replace("ip2str1:IP2STR", "ip2bin1:IP2BIN") for daemon, db in dbs.items()},
+        extra=False)
     with procs["ulogd"], procs["ulogpy"]:
         expected = _traffic(topo)
         for db in dbs.values():

@@ -25,8 +25,15 @@ import pytest
 from tests.compare import CLOCK_TOLERANCE_S
 from tests.db.helpers import wait_for
 from tests.db.mysql_fixtures import my_table_rows
-from tests.netns import NatTopology, conntrack_flush
-from tests.ulogd_ref import ULOGPY, UlogdProcess
+from tests.db.sidebyside import (
+    flow_topology,
+    nflog_ruleset,
+    packet_traffic,
+    side_by_side,
+    udp_flows,
+    wait_alike,
+)
+from tests.netns import conntrack_flush
 from ulogpy.db.schema import mysql_init
 
 pytestmark = [pytest.mark.live, pytest.mark.ulogd]
@@ -45,36 +52,18 @@ pass=""
 table="{table}"
 procedure="{procedure}"
 """
-OURS_EXTRA = 'spool_dir="{spool}"\nreconnect=1\nreconnect_max=2\n'
 CLOCKED = ("_ct_id", "flow_start_sec", "flow_start_usec")
 
 
 @pytest.fixture
 def topo(my, monkeypatch):
     monkeypatch.setenv("MYSQL_UNIX_PORT", str(my.socket))
-    with NatTopology(fw_sysctls={"net.netfilter.nf_conntrack_acct": 1,
-                                 "net.netfilter.nf_conntrack_timestamp": 1}) as t:
+    with flow_topology() as t:
         yield t
 
 
-def _daemons(topo, tmp_path, conf: str, dbs: dict[str, str]) -> dict[str, UlogdProcess]:
-    procs = {}
-    for daemon, db in dbs.items():
-        text = conf.format(db=db) if "{db}" in conf else conf
-        if daemon == "ulogpy":
-            text += OURS_EXTRA.format(spool=tmp_path / "spool")
-        procs[daemon] = UlogdProcess(topo.fw, text, tmp_path / daemon,
-                                     binary=ULOGPY if daemon == "ulogpy" else
-                                     "/usr/sbin/ulogd")
-    return procs
-
-
-def _udp_burst(topo: NatTopology, first_port: int, n: int) -> None:
-    code = ("import socket,sys\n"
-            "for p in range(int(sys.argv[2]), int(sys.argv[2]) + int(sys.argv[3])):\n"
-            "    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
-            "    s.sendto(b'x', (sys.argv[1], p)); s.close()\n")
-    topo.lan.python(["-c", code, topo.wan_ip4, str(first_port), str(n)])
+def _daemons(topo, tmp_path, conf: str, dbs: dict[str, str]) -> dict:
+    return side_by_side(topo, tmp_path, {d: conf.format(db=db) for d, db in dbs.items()})
 
 
 def _count(my, db: str, where: str = "") -> int:
@@ -88,7 +77,7 @@ def test_same_flow_rows_as_ulogd(my, new_mydb, topo, tmp_path):
     procs = _daemons(topo, tmp_path, conf, dbs)
     with procs["ulogd"], procs["ulogpy"]:
         flows = topo.generate_flows() + topo.generate_flows(protos=("tcp", "udp"))
-        _udp_burst(topo, 20000, 10)
+        udp_flows(topo, 20000, 10)
         expected = 2 * (len(flows) + 10)  # a NEW row and a DESTROY row each
         time.sleep(0.5)
         conntrack_flush(topo.fw)
@@ -132,49 +121,15 @@ PKT_GROUPS = {"ulogd": 53, "ulogpy": 54}
 PKT_TABLES = ("ulog2", "tcp", "udp", "icmp", "icmpv6", "sctp", "hwhdr", "mac")
 
 
-def _pkt_ruleset() -> str:
-    def log(prefix: str) -> str:
-        return " ".join(f'log prefix "{prefix}" group {g}' for g in PKT_GROUPS.values())
-
-    return ("table inet ulogpy_my {\n"
-            "  chain fwd_log {\n"
-            "    type filter hook forward priority 0; policy accept;\n"
-            f"    ct state new {log('FWD new: ')}\n"
-            "  }\n"
-            "  chain out_log {\n"
-            "    type filter hook output priority 0; policy accept;\n"
-            f"    meta l4proto {{ tcp, udp, icmp }} {log('OUT ')}\n"
-            f"    icmpv6 type {{ echo-request, echo-reply }} {log('OUT6 ')}\n"
-            "  }\n"
-            "}\n")
-
-
 def test_same_packet_rows_as_ulogd(my, new_mydb, topo, tmp_path):
-    from tests.netns import icmp_echo, tcp_echo, udp_echo
-
-    topo.fw.nft(_pkt_ruleset())
+    topo.fw.nft(nflog_ruleset("ulogpy_my", PKT_GROUPS.values()))
     dbs = {"ulogd": new_mydb(), "ulogpy": new_mydb()}
-    procs = {}
-    for daemon, db in dbs.items():
-        conf = PKT_CONF.replace("{group}", str(PKT_GROUPS[daemon])).replace("{db}", db)
-        procs.update(_daemons(topo, tmp_path, conf, {daemon: db}))
+    procs = side_by_side(topo, tmp_path, {
+        daemon: PKT_CONF.replace("{group}", str(PKT_GROUPS[daemon])).replace("{db}", db)
+        for daemon, db in dbs.items()})
     with procs["ulogd"], procs["ulogpy"]:
-        for fam in (4, 6):
-            tcp_echo(topo.lan, topo.wan, topo.wan_ip(fam))
-            udp_echo(topo.lan, topo.wan, topo.wan_ip(fam))
-            icmp_echo(topo.lan, topo.wan_ip(fam))
-            tcp_echo(topo.fw, topo.wan, topo.wan_ip(fam))
-        time.sleep(1.5)  # each NFLOG group's batch leaves on the kernel's 1 s timer
-        history: list[tuple[int, ...]] = []
-
-        def settled() -> bool:
-            history.append(tuple(my.query(db, "SELECT COUNT(*) FROM ulog2")[0][0]
-                                 for db in dbs.values()))
-            last = history[-3:]
-            return len(last) == 3 and len(set(last)) == 1 and len(set(last[0])) == 1 \
-                and last[0][0] > 0
-
-        wait_for(settled, timeout=20, interval=0.5, what="both databases alike")
+        packet_traffic(topo)
+        wait_alike(lambda db: my.query(db, "SELECT COUNT(*) FROM ulog2")[0][0], dbs.values())
         assert procs["ulogpy"].stop() == 0
     drop = ("_id", "_tcp_id", "_udp_id", "_icmp_id", "_icmpv6_id", "_sctp_id", "_hw_id",
             "mac_id", "_mac_id", "oob_time_sec", "oob_time_usec", "timestamp")
@@ -221,7 +176,7 @@ def test_outage_loses_nothing(my, new_mydb, topo, tmp_path):
             if n == 2:
                 my.stop()
                 down = time.monotonic()
-            _udp_burst(topo, port, BURST)
+            udp_flows(topo, port, BURST)
             port += BURST
             conntrack_flush(topo.fw)  # each flow's DESTROY, right behind its NEW
             if n == 3:

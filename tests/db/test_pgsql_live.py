@@ -17,8 +17,15 @@ import pytest
 
 from tests.compare import CLOCK_TOLERANCE_S
 from tests.db.helpers import query, wait_for
-from tests.netns import NatTopology, conntrack_flush
-from tests.ulogd_ref import ULOGPY, UlogdProcess
+from tests.db.sidebyside import (
+    flow_topology,
+    nflog_ruleset,
+    packet_traffic,
+    side_by_side,
+    udp_flows,
+    wait_alike,
+)
+from tests.netns import conntrack_flush
 
 pytestmark = [pytest.mark.live, pytest.mark.ulogd]
 
@@ -36,15 +43,21 @@ user="postgres"
 table="ulog2_ct"
 procedure="INSERT_OR_REPLACE_CT"
 """
-OURS_EXTRA = 'spool_dir="{spool}"\nreconnect=1\nreconnect_max=2\n'
 SORT = ("orig_ip_protocol", "oob_family", "orig_ip_saddr_str", "orig_l4_sport",
         "orig_ip_daddr_str", "orig_l4_dport", "icmp_type", "ct_event")
 CLOCKED = ("flow_start_sec", "flow_start_usec")
 
 
-def _conf(pg, db: str, tmp, ours: bool) -> str:
-    text = CONF.format(db=db, sock=pg.sockdir, port=pg.port, loglevel=3)
-    return text + (OURS_EXTRA.format(spool=tmp / "spool") if ours else "")
+def _dbname(conninfo: str) -> str:
+    return conninfo.split("dbname=")[1].split()[0]
+
+
+def _daemons(pg, topo, tmp_path, theirs_db: str, ours_db: str) -> tuple:
+    """ulogd and ulogpy, each logging flows into its own database (conninfos)."""
+    procs = side_by_side(topo, tmp_path, {
+        d: CONF.format(db=_dbname(db), sock=pg.sockdir, port=pg.port, loglevel=3)
+        for d, db in (("ulogd", theirs_db), ("ulogpy", ours_db))})
+    return procs["ulogd"], procs["ulogpy"]
 
 
 def _flows(conninfo: str) -> list[dict]:
@@ -56,32 +69,18 @@ def _flows(conninfo: str) -> list[dict]:
     return sorted(out, key=lambda r: tuple(r[c] or "" for c in SORT))
 
 
-def _udp_burst(topo: NatTopology, first_port: int, n: int) -> None:
-    """`n` UDP flows lan -> wan (one datagram each, distinct destination ports)."""
-    code = ("import socket,sys\n"
-            "for p in range(int(sys.argv[2]), int(sys.argv[2]) + int(sys.argv[3])):\n"
-            "    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
-            "    s.sendto(b'x', (sys.argv[1], p)); s.close()\n")
-    topo.lan.python(["-c", code, topo.wan_ip4, str(first_port), str(n)])
-
-
 @pytest.fixture
 def topo():
-    with NatTopology(fw_sysctls={"net.netfilter.nf_conntrack_acct": 1,
-                                 "net.netfilter.nf_conntrack_timestamp": 1}) as t:
+    with flow_topology() as t:
         yield t
 
 
 def test_same_rows_as_ulogd(pg, new_db, topo, tmp_path):
     theirs_db, ours_db = new_db(), new_db()
-    theirs_name = theirs_db.split("dbname=")[1].split()[0]
-    ours_name = ours_db.split("dbname=")[1].split()[0]
-    ulogd = UlogdProcess(topo.fw, _conf(pg, theirs_name, tmp_path, False), tmp_path / "ulogd")
-    ulogpy = UlogdProcess(topo.fw, _conf(pg, ours_name, tmp_path, True), tmp_path / "ulogpy",
-                          binary=ULOGPY)
+    ulogd, ulogpy = _daemons(pg, topo, tmp_path, theirs_db, ours_db)
     with ulogd, ulogpy:
         flows = topo.generate_flows() + topo.generate_flows(protos=("tcp", "udp"))
-        _udp_burst(topo, 20000, 10)
+        udp_flows(topo, 20000, 10)
         expected = len(flows) + 10
         # INSERT_OR_REPLACE_CT matches ICMPv6 flows on their (NULL) ports: their DESTROY
         # finds no row and the NEW row stays open, in ulogd's database as in ours.
@@ -117,20 +116,16 @@ PHASE = 40
 
 def test_server_restart_loses_nothing(pg, new_db, topo, tmp_path):
     theirs_db, ours_db = new_db(), new_db()
-    theirs_name = theirs_db.split("dbname=")[1].split()[0]
-    ours_name = ours_db.split("dbname=")[1].split()[0]
-    ulogd = UlogdProcess(topo.fw, _conf(pg, theirs_name, tmp_path, False), tmp_path / "ulogd")
-    ulogpy = UlogdProcess(topo.fw, _conf(pg, ours_name, tmp_path, True), tmp_path / "ulogpy",
-                          binary=ULOGPY)
+    ulogd, ulogpy = _daemons(pg, topo, tmp_path, theirs_db, ours_db)
     with ulogd, ulogpy:
-        _udp_burst(topo, 30000, PHASE)
+        udp_flows(topo, 30000, PHASE)
         wait_for(lambda: query(ours_db, "SELECT count(*) FROM ulog2_ct")[0][0] >= PHASE,
                  timeout=15, what="first phase stored")
         pg.stop()
-        _udp_burst(topo, 31000, PHASE)  # while the server is down
+        udp_flows(topo, 31000, PHASE)  # while the server is down
         time.sleep(1.0)
         pg.start()
-        _udp_burst(topo, 32000, PHASE)  # right after it is back
+        udp_flows(topo, 32000, PHASE)  # right after it is back
         time.sleep(1.0)
         conntrack_flush(topo.fw)
         total = 3 * PHASE
@@ -178,24 +173,6 @@ procedure="INSERT_PACKET_FULL"
 PKT_GROUPS = {"ulogd": 51, "ulogpy": 52}
 
 
-def _pkt_ruleset() -> str:
-    def log(prefix: str) -> str:
-        return " ".join(f'log prefix "{prefix}" group {g}' for g in PKT_GROUPS.values())
-
-    return ("table inet ulogpy_pg {\n"
-            "  chain fwd_log {\n"
-            "    type filter hook forward priority 0; policy accept;\n"
-            f"    ct state new {log('FWD new: ')}\n"
-            f"    ct state related {log('FWD rel ')}\n"
-            "  }\n"
-            "  chain out_log {\n"
-            "    type filter hook output priority 0; policy accept;\n"
-            f"    meta l4proto {{ tcp, udp, icmp }} {log('OUT ')}\n"
-            f"    icmpv6 type {{ echo-request, echo-reply }} {log('OUT6 ')}\n"
-            "  }\n"
-            "}\n")
-
-
 def _ulog_rows(conninfo: str) -> list[tuple]:
     cols = [r[0] for r in query(conninfo, "SELECT column_name FROM information_schema.columns"
                                 " WHERE table_name = 'ulog' ORDER BY ordinal_position")]
@@ -205,38 +182,15 @@ def _ulog_rows(conninfo: str) -> list[tuple]:
 
 
 def test_same_packet_rows_as_ulogd(pg, new_db, topo, tmp_path):
-    from tests.netns import icmp_echo, tcp_echo, udp_echo
-
-    topo.fw.nft(_pkt_ruleset())
+    topo.fw.nft(nflog_ruleset("ulogpy_pg", PKT_GROUPS.values(), related=True))
     dbs = {"ulogd": new_db(), "ulogpy": new_db()}
-    procs = {}
-    for daemon, conninfo in dbs.items():
-        text = PKT_CONF.format(group=PKT_GROUPS[daemon], db=conninfo.split("dbname=")[1]
-                               .split()[0], sock=pg.sockdir, port=pg.port)
-        if daemon == "ulogpy":
-            text += OURS_EXTRA.format(spool=tmp_path / "spool")
-        procs[daemon] = UlogdProcess(topo.fw, text, tmp_path / daemon,
-                                     binary=ULOGPY if daemon == "ulogpy" else
-                                     "/usr/sbin/ulogd")
+    procs = side_by_side(topo, tmp_path, {
+        daemon: PKT_CONF.format(group=PKT_GROUPS[daemon], db=_dbname(conninfo),
+                                sock=pg.sockdir, port=pg.port)
+        for daemon, conninfo in dbs.items()})
     with procs["ulogd"], procs["ulogpy"]:
-        for fam in (4, 6):
-            tcp_echo(topo.lan, topo.wan, topo.wan_ip(fam))
-            udp_echo(topo.lan, topo.wan, topo.wan_ip(fam))
-            icmp_echo(topo.lan, topo.wan_ip(fam))
-            tcp_echo(topo.fw, topo.wan, topo.wan_ip(fam))
-        # The kernel hands each NFLOG group's batch over on its own 1 s timer: wait past
-        # it, then until both databases are alike and stay so.
-        time.sleep(1.5)
-        history: list[tuple[int, ...]] = []
-
-        def settled() -> bool:
-            history.append(tuple(query(db, "SELECT count(*) FROM ulog2")[0][0]
-                                 for db in dbs.values()))
-            last = history[-3:]
-            return len(last) == 3 and len(set(last)) == 1 and len(set(last[0])) == 1 \
-                and last[0][0] > 0
-
-        wait_for(settled, timeout=20, interval=0.5, what="both databases alike")
+        packet_traffic(topo)
+        wait_alike(lambda db: query(db, "SELECT count(*) FROM ulog2")[0][0], dbs.values())
         assert procs["ulogpy"].stop() == 0
     ours, theirs = _ulog_rows(dbs["ulogpy"]), _ulog_rows(dbs["ulogd"])
     only_ours = [r for r in ours if r not in theirs]

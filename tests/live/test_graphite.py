@@ -18,13 +18,12 @@ import re
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.netns import Netns, wait_until
+from tests.netns import Netns, free_port, tcp_collector, wait_until
 from tests.outputs import Delivered
 from tests.ulogd_ref import UlogdProcess
 from ulogpy.config.model import options_model
@@ -37,12 +36,6 @@ pytestmark = [pytest.mark.live]
 CARBON = shutil.which("carbon-cache")
 WHISPER_FETCH = shutil.which("whisper-fetch")
 LINE = re.compile(r"^(\S+) (\d+) (\d+)$")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run_until(loop: Loop, pred, timeout: float = 10.0) -> None:
@@ -214,26 +207,6 @@ prefix="{prefix}"
 """
 
 
-def receive(ns: Netns, port: int, seconds: float, out: Path) -> subprocess.Popen:
-    """A tcp listener inside `ns` that keeps what it gets for `seconds`, into `out`."""
-    code = (
-        "import socket,sys,time\n"
-        "s=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
-        f"s.bind(('127.0.0.1',{port}));s.listen(4);print('ready',flush=True)\n"
-        f"s.settimeout({seconds});c,_=s.accept();c.settimeout(0.2);d=b''\n"
-        f"end=time.time()+{seconds}\n"
-        "while time.time()<end:\n"
-        "  try:\n"
-        "    x=c.recv(65536)\n"
-        "    if not x: break\n"
-        "    d+=x\n"
-        "  except TimeoutError: pass\n"
-        f"open({str(out)!r},'wb').write(d)\n")
-    proc = ns.popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "ready"
-    return proc
-
-
 def kernel_sums(ns: Netns) -> list[dict]:
     """`nfacct list`: each object's name and counters, as the kernel reports them."""
     rx = re.compile(r"pkts = (\d+), bytes = (\d+) \} = (\S+);")
@@ -244,7 +217,7 @@ def kernel_sums(ns: Netns) -> list[dict]:
 def ulogpy_lines(ns: Netns, tmp: Path, conf: str, port: int) -> list[str]:
     """ulogpy's GRAPHITE lines for one poll: from its own NFACCT input if it has one,
     else for the sums `nfacct list` reports, at the current second."""
-    listener = receive(ns, port, 3.0, tmp / "ulogpy.bin")
+    listener = tcp_collector(ns, port, tmp / "ulogpy.bin", 3.0)
     if "NFACCT" in registry():
         from tests.ulogd_ref import ULOGPY
         with UlogdProcess(ns, conf, tmp / "ulogpy", binary=ULOGPY):
@@ -280,7 +253,7 @@ def test_same_lines_as_ulogd_for_the_same_counters(tmp_path: Path) -> None:
         ns.run(["ping", "-c", "4", "-i", "0.2", "-s", "100", "127.0.0.1"])
         port = free_port()
         conf = ULOGD_CONF.format(port=port, prefix="nf.acct")
-        listener = receive(ns, port, 2.5, tmp_path / "ulogd.bin")
+        listener = tcp_collector(ns, port, tmp_path / "ulogd.bin", 2.5)
         (tmp_path / "ulogd").mkdir()
         before = int(time.time())
         with UlogdProcess(ns, conf, tmp_path / "ulogd"):

@@ -25,13 +25,19 @@ import shutil
 import socket
 import struct
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.netns import NatTopology, Netns, conntrack_flush, wait_until
+from tests.netns import (
+    NatTopology,
+    Netns,
+    conntrack_flush,
+    free_port,
+    tcp_collector,
+    wait_until,
+)
 from tests.outputs import Delivered
 from tests.ulogd_ref import ULOGPY, UlogdProcess
 from ulogpy.config.model import options_model
@@ -76,25 +82,6 @@ def parse(message: bytes) -> dict:
         i += set_len
     return {"export": export, "seq": seq, "domain": domain, "templates": templates,
             "records": records, "count": len(records)}
-
-
-def tcp_listener(ns: Netns, port: int, out: Path, seconds: float) -> subprocess.Popen:
-    code = (
-        "import socket,time\n"
-        "s=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n"
-        f"s.bind(('127.0.0.1',{port}));s.listen(4);print('ready',flush=True)\n"
-        f"s.settimeout({seconds});c,_=s.accept();c.settimeout(0.2);d=b''\n"
-        f"end=time.time()+{seconds}\n"
-        "while time.time()<end:\n"
-        "  try:\n"
-        "    x=c.recv(65536)\n"
-        "    if not x: break\n"
-        "    d+=x\n"
-        "  except TimeoutError: pass\n"
-        f"open({str(out)!r},'wb').write(d)\n")
-    proc = ns.popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout.readline().strip() == "ready"
-    return proc
 
 
 class Nfcapd:
@@ -155,12 +142,6 @@ extended=1
 """
 
 
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.skipif(NFCAPD is None or NFDUMP is None, reason="nfdump (nfcapd) not installed")
 def test_same_messages_as_ulogd_and_the_same_flows_in_nfcapd(tmp_path: Path) -> None:
     sysctls = {"net.netfilter.nf_conntrack_acct": 1, "net.netfilter.nf_conntrack_timestamp": 1}
@@ -172,7 +153,7 @@ def test_same_messages_as_ulogd_and_the_same_flows_in_nfcapd(tmp_path: Path) -> 
         ports = {name: free_port(socket.SOCK_DGRAM if "udp" in name or "ext" in name
                                  else socket.SOCK_STREAM)
                  for name in ("ulogd_tcp", "ulogpy_tcp", "ulogd_udp", "ulogpy_udp", "ext")}
-        listeners = {who: tcp_listener(fw, ports[f"{who}_tcp"], tmp_path / f"{who}.bin", 12)
+        listeners = {who: tcp_collector(fw, ports[f"{who}_tcp"], tmp_path / f"{who}.bin", 12)
                      for who in ("ulogd", "ulogpy")}
         caps = {name: Nfcapd(fw, ports[name], tmp_path / name)
                 for name in ("ulogd_udp", "ulogpy_udp", "ext")}

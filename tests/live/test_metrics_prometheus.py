@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.netns import Netns, wait_until
+from tests.netns import Netns, udp_burst, wait_until
 from tests.ulogd_ref import ULOGPY, UlogdProcess, read_lines
 
 pytestmark = [pytest.mark.live]
@@ -69,16 +69,6 @@ scrape_configs:
     honor_labels: true
     static_configs:
       - targets: ["127.0.0.1:{port}"]
-"""
-
-BURST = """
-import socket, sys
-first, count = int(sys.argv[1]), int(sys.argv[2])
-for port in range(first, first + count):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.1", port))
-    s.sendto(b"x", ("127.0.0.1", 9))
-    s.close()
 """
 
 QUERY = """
@@ -145,7 +135,7 @@ def test_prometheus_scrapes_ulogpy_counters(ns: Netns, tmp_path: Path) -> None:
         try:
             wait_until(lambda: prom.value('up{job="ulogpy"}') == 1.0, timeout=30,
                        interval=0.5, what="Prometheus scraping ulogpy")
-            ns.python(["-c", BURST, "20000", "10"])
+            udp_burst(ns, "127.0.0.1", 20000, 10, vary="sport")
             ns.run(["conntrack", "-F"])
             wait_until(lambda: len(read_lines(tmp_path / "ct1.json")) == 20, timeout=10,
                        what="NEW and DESTROY of the 10 flows in ct1.json")
@@ -153,7 +143,7 @@ def test_prometheus_scrapes_ulogpy_counters(ns: Netns, tmp_path: Path) -> None:
             # ct1's default one (256 MiB) takes it all.
             daemon.send_signal(signal.SIGSTOP)
             try:
-                ns.python(["-c", BURST, "30000", "300"])
+                udp_burst(ns, "127.0.0.1", 30000, 300, vary="sport")
                 ns.run(["conntrack", "-F"])
             finally:
                 daemon.send_signal(signal.SIGCONT)

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.compare import Tally, compare_logemu
-from tests.netns import Netns, wait_until
+from tests.netns import Netns, udp_burst, wait_until
 from tests.ulogd_ref import ULOGPY, UlogdProcess, read_lines
 
 pytestmark = [pytest.mark.live, pytest.mark.ulogd]
@@ -71,15 +71,6 @@ file="{d}/home.log"
 sync=1
 """
 
-SEND = """
-import socket, sys
-first, count = int(sys.argv[1]), int(sys.argv[2])
-for port in range(first, first + count):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind(("127.0.0.1", port))
-    s.sendto(b"x", ("127.0.0.1", 9))
-    s.close()
-"""
 GUEST_PORTS, HOME_PORTS = range(20000, 20008), range(21000, 21008)
 #: Guest flows that start after ulogd and before ulogpy: ulogpy's hash mode learns them
 #: from its start-up dump.  (The kernel sends events of a flow only if a listener was
@@ -112,7 +103,7 @@ def test_stacks_log_the_namespace_they_point_at(namespaces, tmp_path: Path) -> N
     ulogd = UlogdProcess(guest, ULOGD_CONF.format(d=theirs, group=5, ns_option=""), theirs)
     ulogpy = UlogdProcess(home, ours_conf, ours / "run", binary=ULOGPY)
     with ulogd:
-        guest.python(["-c", SEND, str(GUEST_EARLY[0]), str(len(GUEST_EARLY))])
+        udp_burst(guest, "127.0.0.1", GUEST_EARLY[0], len(GUEST_EARLY), vary="sport")
         wait_until(lambda: len(read_lines(theirs / "flows.log")) == len(GUEST_EARLY),
                    timeout=10, what="ulogd's NEW lines of the early flows")
         with ulogpy:
@@ -143,8 +134,8 @@ def test_stacks_log_the_namespace_they_point_at(namespaces, tmp_path: Path) -> N
 
 def _traffic(home: Netns, guest: Netns, ours: Path, theirs: Path) -> None:
     """The flows of both namespaces, ended by a flush; back once every line is there."""
-    guest.python(["-c", SEND, str(GUEST_PORTS[0]), str(len(GUEST_PORTS))])
-    home.python(["-c", SEND, str(HOME_PORTS[0]), str(len(HOME_PORTS))])
+    udp_burst(guest, "127.0.0.1", GUEST_PORTS[0], len(GUEST_PORTS), vary="sport")
+    udp_burst(home, "127.0.0.1", HOME_PORTS[0], len(HOME_PORTS), vary="sport")
     guest.run(["conntrack", "-F"])
     home.run(["conntrack", "-F"])
     want = 2 * len(GUEST_PORTS) + len(GUEST_EARLY)  # early ones: ulogpy sees the DESTROY

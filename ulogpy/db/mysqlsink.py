@@ -1,8 +1,8 @@
 """MySQL / MariaDB through PyMySQL: discovery as ulogd does it, batched writes.
 
-Discovery (spec 6.1, as ulogd's MYSQL lists a table's fields) runs on every
-(re)connect: the table's (or view's) columns in order, mapped onto keys by
-`columns.map_columns`.  A batch is one transaction: a multi-row INSERT for
+What every SQL server's sink does is in `sqlsink.SqlSink`; here is MySQL's
+part.  Discovery lists the table's (or view's) columns in order, as ulogd's
+MYSQL lists a table's fields.  A batch is one transaction: a multi-row INSERT for
 INSERT procedures, else one call per row in order (INSERT_OR_REPLACE_CT needs
 the order).  InnoDB undoes only the statement that failed, so a row refused
 for its data is counted as rejected and the rest of the batch still commits;
@@ -11,7 +11,6 @@ losing the server undoes the whole batch, which the writer keeps and retries.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 
 import pymysql
@@ -19,13 +18,12 @@ from pymysql.constants import CLIENT
 
 from ulogpy.core.keys import Key
 from ulogpy.core.plugin import Unavailable
-from ulogpy.db.columns import ColumnError, map_columns
 from ulogpy.db.mystatement import build_statement
-from ulogpy.db.pgstatement import Procedure
+from ulogpy.db.myuri import default_socket
+from ulogpy.db.procedure import Procedure
 from ulogpy.db.redact import Redactor
-from ulogpy.db.render import my_renderer, row_builder
-
-log = logging.getLogger("ulogpy.db")
+from ulogpy.db.render import my_renderer
+from ulogpy.db.sqlsink import SqlSink
 
 COLUMNS_QUERY = ("SELECT column_name FROM information_schema.columns WHERE "
                  "table_schema = DATABASE() AND table_name = %s ORDER BY ordinal_position")
@@ -33,7 +31,6 @@ COLUMNS_QUERY = ("SELECT column_name FROM information_schema.columns WHERE "
 #: NULL in NOT NULL, duplicate key, foreign key, SIGNAL from a procedure).
 ROW_ERROR_CODES = frozenset({1048, 1062, 1216, 1217, 1264, 1265, 1292, 1366, 1406, 1411,
                              1451, 1452, 1644, 1690, 3819})
-LOGGED_REJECTS = 5
 READ_TIMEOUT_S = 60
 
 
@@ -60,66 +57,42 @@ def connect_args(*, host: str, port: int, user: str, password: str, db: str,
     return args
 
 
-class MysqlSink:
+def connect_from_options(cfg, connect_timeout: int) -> dict:
+    """`connect_args` from a MYSQL (or DBI) section's options: db, host, user, pass, port
+    and ulogpy's `socket` (else $MYSQL_UNIX_PORT, else Debian's)."""
+    return connect_args(host=cfg.host, port=cfg.port, user=cfg.user,
+                        password=getattr(cfg, "pass"), db=cfg.db,
+                        socket=cfg.socket or default_socket(),
+                        connect_timeout=connect_timeout)
+
+
+class MysqlSink(SqlSink):
     """A MySQL table as a transport of the delivery model (written from a thread)."""
 
-    nonblocking = False
+    driver_error = pymysql.Error
+    renderer = staticmethod(my_renderer)
 
     def __init__(self, *, label: str, connect: dict, table: str, procedure: Procedure,
                  stack_keys: Sequence[Key], redact: Redactor,
                  first_is_id: bool = False) -> None:
-        self.label = label
-        self.target = f"{connect.get('database')}.{table}"
+        super().__init__(label=label, target=f"{connect.get('database')}.{table}",
+                         table=table, procedure=procedure, stack_keys=stack_keys,
+                         redact=redact, first_is_id=first_is_id)
         self.connect = connect
-        self.table = table
-        self.procedure = procedure
-        self.stack_keys = list(stack_keys)
-        self.redact = redact
-        self.first_is_id = first_is_id
-        self.conn: pymysql.connections.Connection | None = None
-        self.statement = ""
-        self.build = None
-        self.rejected_logged = 0
-        self.columns: list[str] = []
 
     # -- connection -------------------------------------------------------------------
-    def open(self) -> None:
-        self.close()
-        try:
-            conn = pymysql.connect(**self.connect)
-        except Exception as exc:
-            raise Unavailable("unable to connect to db: " + self.redact(exc)) from None
-        try:
-            self._discover(conn)
-        except (pymysql.Error, ColumnError) as exc:
-            conn.close()
-            raise Unavailable(self.redact(exc)) from None
-        except Unavailable:
-            conn.close()
-            raise
-        self.conn = conn
+    def _connect(self) -> pymysql.connections.Connection:
+        return pymysql.connect(**self.connect)
 
-    def _discover(self, conn: pymysql.connections.Connection) -> None:
+    def _column_names(self, conn: pymysql.connections.Connection) -> list[str]:
         with conn.cursor() as cur:
             cur.execute(COLUMNS_QUERY, (self.table,))
             names = [row[0] for row in cur.fetchall()]
         conn.commit()
-        if not names:
-            raise Unavailable(f"table {self.target} not found (or has no column)")
-        active = map_columns(names, self.stack_keys, self.first_is_id)
-        self.columns = [c.name for c in active]
-        self.statement = build_statement(self.procedure, self.table, self.columns)
-        self.build = row_builder([(c.key, my_renderer(c.type)) for c in active])
-        log.debug("%s: %d columns in %s, statement %s", self.label, len(names), self.target,
-                  self.statement)
+        return names
 
-    def close(self) -> None:
-        conn, self.conn = self.conn, None
-        if conn is not None:
-            try:
-                conn.close()
-            except Exception:  # closing a dead connection must not fail the worker
-                pass
+    def _statement(self, columns: list[str]) -> str:
+        return build_statement(self.procedure, self.table, columns)
 
     def interrupt(self) -> None:
         """Cut a call that waits for the server (at stop)."""
@@ -133,12 +106,9 @@ class MysqlSink:
 
     # -- writing ----------------------------------------------------------------------
     def write(self, records: list[dict]) -> int:
+        rows = self._rows(records)
         conn = self.conn
-        if conn is None or self.build is None:
-            raise Unavailable("not connected")
-        build = self.build
-        rows = [build(r) for r in records]
-        if self.procedure.kind in ("insert", "insert_into") and len(rows) > 1:
+        if self.procedure.inserts and len(rows) > 1:
             try:
                 with conn.cursor() as cur:
                     cur.executemany(self.statement, rows)
@@ -173,9 +143,3 @@ class MysqlSink:
             # The transaction is gone with the connection: nothing of it was stored.
             raise Unavailable("execute failed: " + self.redact(exc)) from None
         return stored
-
-    def _rejected(self, exc: pymysql.Error) -> None:
-        self.rejected_logged += 1
-        if self.rejected_logged <= LOGGED_REJECTS:
-            log.error("%s: row rejected by the database: %s", self.label,
-                      self.redact(exc).strip())

@@ -6,7 +6,7 @@
 | `CALL name`        | CALL name(%s, ...)  (ulogd 2.0.8 sends CALL twice) |
 | `name`             | SELECT name(%s, ...)                               |
 
-The kinds are PostgreSQL's (`pgstatement.Procedure`); only the names differ:
+The kinds are those of every dialect (`procedure`); only the names differ:
 MySQL quotes with backticks and does not fold case (table names are
 case-sensitive on Linux), and ulogd's MYSQL has no schema prefix.  Names are
 parsed and quoted, so nothing outside a name gets into the statement.
@@ -17,12 +17,11 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from ulogpy.db.pgstatement import Procedure, ProcedureError
+from ulogpy.db import procedure
+from ulogpy.db.procedure import Procedure, ProcedureError
 
 _PART = r"(?:[A-Za-z0-9_$]+|`(?:[^`]|``)+`)"
 _NAME = re.compile(rf"^\s*({_PART})(?:\s*\.\s*({_PART}))?\s*$")
-_INSERT_INTO = re.compile(r"^\s*INSERT\s+INTO\s+(.+?)\s*$", re.IGNORECASE | re.DOTALL)
-_CALL = re.compile(r"^\s*CALL\s+(.+?)\s*$", re.IGNORECASE | re.DOTALL)
 
 
 def parse_name(text: str) -> tuple[str, ...]:
@@ -35,20 +34,8 @@ def parse_name(text: str) -> tuple[str, ...]:
 
 
 def parse_procedure(text: str) -> Procedure:
-    stripped = text.strip()
-    if stripped.upper() == "INSERT":
-        return Procedure("insert")
-    if re.match(r"INSERT\s", stripped, re.IGNORECASE):
-        m = _INSERT_INTO.match(stripped)
-        if not m:
-            raise ProcedureError(f"'{text}' is neither INSERT nor INSERT INTO <table>")
-        return Procedure("insert_into", parse_name(m.group(1)))
-    if re.match(r"CALL\s", stripped, re.IGNORECASE):
-        m = _CALL.match(stripped)
-        if not m:
-            raise ProcedureError(f"'{text}' names no procedure after CALL")
-        return Procedure("call", parse_name(m.group(1)))
-    return Procedure("select", parse_name(stripped))
+    """`procedure` with MySQL's names (backticks, case kept)."""
+    return procedure.parse_procedure(text, parse_name)
 
 
 def quote(*parts: str) -> str:
@@ -59,7 +46,7 @@ def quote(*parts: str) -> str:
 def build_statement(proc: Procedure, table: str, columns: Sequence[str]) -> str:
     """The statement for one row (PyMySQL `%s` parameters); `columns` are the active ones."""
     params = ", ".join(["%s"] * len(columns))
-    if proc.kind in ("insert", "insert_into"):
+    if proc.inserts:
         target = quote(table) if proc.kind == "insert" else quote(*proc.name)
         cols = ", ".join(quote(c) for c in columns)
         return f"INSERT INTO {target} ({cols}) VALUES ({params})"

@@ -18,6 +18,12 @@ PREFIXES = ("mysql://", "mariadb://")
 DEFAULT_SOCKET = "/run/mysqld/mysqld.sock"
 
 
+def default_socket() -> str:
+    """libmysqlclient's socket for an empty host or `localhost`: $MYSQL_UNIX_PORT, else
+    Debian's."""
+    return os.environ.get("MYSQL_UNIX_PORT") or DEFAULT_SOCKET
+
+
 class MysqlUriError(ValueError):
     pass
 
@@ -49,8 +55,7 @@ def parse_mysql_uri(text: str, connect_timeout: int = 10) -> MysqlTarget:
         port = parts.port or 0
     except ValueError:
         raise MysqlUriError("the URI's port is not a number") from None
-    socket = query.get("socket") or query.get("unix_socket") or \
-        os.environ.get("MYSQL_UNIX_PORT") or DEFAULT_SOCKET
+    socket = query.get("socket") or query.get("unix_socket") or default_socket()
     connect = connect_args(host=parts.hostname or "", port=port,
                            user=urllib.parse.unquote(parts.username or ""),
                            password=password, db=db, socket=socket,

@@ -23,6 +23,8 @@ from ulogpy.delivery.options import queue_options
 
 log = logging.getLogger("ulogpy.db")
 DEFAULT_QUEUE_ROWS = 10000
+#: ulogd's `connect_timeout=0`: libpq and libmysqlclient would wait for ever, ulogpy 5 s.
+DEFAULT_CONNECT_TIMEOUT = 5
 
 
 def _positive(value: int) -> str | None:
@@ -85,14 +87,14 @@ class DbOutput(OutputPlugin):
 
 
 def ulogd_common_options(check_procedure: Callable[[str], str | None]) -> tuple[Option, ...]:
-    """The first options of ulogd's SQL layer (db.c), in its order: MYSQL and DBI."""
+    """The first options of ulogd's SQL layer (db.c), in its order: PGSQL, MYSQL, DBI."""
     return (
         Option("table", str, "", mandatory=True,
                help="table or view whose columns name the values to write"),
         Option("reconnect", int, 2,
                help="seconds before the first reconnect attempt (then doubling)"),
         Option("connect_timeout", int, 0,
-               help="seconds a connection attempt may take (0: 5)"),
+               help=f"seconds a connection attempt may take (0: {DEFAULT_CONNECT_TIMEOUT})"),
         Option("procedure", str, "", mandatory=True, check=check_procedure,
                help="INSERT, INSERT INTO <table>, CALL <procedure> or a function name "
                     "such as INSERT_OR_REPLACE_CT"),
@@ -104,3 +106,19 @@ def ulogd_common_options(check_procedure: Callable[[str], str | None]) -> tuple[
         Option("ring_buffer_size", int, 0,
                help="rows kept in memory (sets queue_size; takes precedence)"),
     )
+
+
+class UlogdSqlOutput(DbOutput):
+    """Base of the outputs on ulogd's SQL layer (PGSQL, MYSQL, DBI): what its options
+    (`ulogd_common_options`) mean is the same for every database."""
+
+    def configure(self) -> None:
+        ulogd_queue_size(self.config, self)
+        super().configure()
+
+    def initial_backoff(self) -> float:
+        # ulogd: reconnect=0 disables the plugin for good; ulogpy keeps retrying.
+        return float(max(1, self.config.reconnect))
+
+    def connect_timeout(self) -> int:
+        return self.config.connect_timeout or DEFAULT_CONNECT_TIMEOUT

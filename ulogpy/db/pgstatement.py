@@ -16,8 +16,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from ulogpy.db import procedure
+from ulogpy.db.procedure import Procedure, ProcedureError
+
+__all__ = ["Procedure", "ProcedureError", "build_statement", "parse_name", "parse_procedure"]
 
 if TYPE_CHECKING:  # psycopg is imported when a statement is built, not at start-up
     from psycopg import sql
@@ -26,12 +30,6 @@ _BARE = r"[A-Za-z_][A-Za-z0-9_$]*"
 _QUOTED = r'"(?:[^"]|"")+"'
 _PART = rf"(?:{_BARE}|{_QUOTED})"
 _NAME = re.compile(rf"^\s*({_PART})(?:\s*\.\s*({_PART}))?\s*$")
-_INSERT_INTO = re.compile(r"^\s*INSERT\s+INTO\s+(.+?)\s*$", re.IGNORECASE | re.DOTALL)
-_CALL = re.compile(r"^\s*CALL\s+(.+?)\s*$", re.IGNORECASE | re.DOTALL)
-
-
-class ProcedureError(ValueError):
-    pass
 
 
 def _ident_part(text: str) -> str:
@@ -48,37 +46,18 @@ def parse_name(text: str) -> tuple[str, ...]:
     return tuple(_ident_part(p) for p in m.groups() if p is not None)
 
 
-@dataclass(frozen=True)
-class Procedure:
-    """What `procedure` asks for: kind is insert, insert_into, call or select."""
-
-    kind: str
-    name: tuple[str, ...] = ()
-
-
 def parse_procedure(text: str) -> Procedure:
-    stripped = text.strip()
-    if stripped.upper() == "INSERT":
-        return Procedure("insert")
-    if re.match(r"INSERT\s", stripped, re.IGNORECASE):
-        m = _INSERT_INTO.match(stripped)
-        if not m:
-            raise ProcedureError(f"'{text}' is neither INSERT nor INSERT INTO <table>")
-        return Procedure("insert_into", parse_name(m.group(1)))
-    if re.match(r"CALL\s", stripped, re.IGNORECASE):
-        m = _CALL.match(stripped)
-        if not m:
-            raise ProcedureError(f"'{text}' names no procedure after CALL")
-        return Procedure("call", parse_name(m.group(1)))
-    return Procedure("select", parse_name(stripped))
+    """`procedure` with PostgreSQL's names (lower-cased unless quoted)."""
+    return procedure.parse_procedure(text, parse_name)
 
 
 def build_statement(proc: Procedure, schema: str, table: str,
                     columns: Sequence[str]) -> sql.Composed:
-    from psycopg import sql
     """The statement for one row; `columns` are the active columns, in table order."""
+    from psycopg import sql
+
     params = sql.SQL(", ").join(sql.Placeholder() * len(columns))
-    if proc.kind in ("insert", "insert_into"):
+    if proc.inserts:
         target = sql.Identifier(schema, table) if proc.kind == "insert" else \
             sql.Identifier(*proc.name)
         cols = sql.SQL(", ").join(sql.Identifier(c) for c in columns)

@@ -23,6 +23,8 @@ from typing import Any
 from ulogpy.core.keys import KeyType
 
 Render = Callable[[Any], Any]
+#: A dialect: the function giving a key type's rendering (None: the value is NULL).
+Renderer = Callable[[KeyType], Render | None]
 _INTS = {KeyType.INT8, KeyType.INT16, KeyType.INT32, KeyType.INT64,
          KeyType.UINT8, KeyType.UINT16, KeyType.UINT32, KeyType.UINT64}
 
@@ -47,22 +49,6 @@ def _pg_ipaddr(value: Any) -> str:
     return str(_slot32(value))
 
 
-def pg_renderer(key_type: KeyType) -> Render | None:
-    """The function giving the text ulogd would write for a value of this type.
-
-    None for RAW (ulogd writes nothing and breaks its statement; here: NULL).
-    """
-    if key_type in _INTS:
-        return str
-    if key_type is KeyType.BOOL:
-        return _pg_bool
-    if key_type is KeyType.IPADDR:
-        return _pg_ipaddr
-    if key_type in (KeyType.STRING, KeyType.RAWSTR):
-        return _c_string
-    return None
-
-
 def _my_rawstr(value: Any) -> Any:
     """ulogd writes a RAWSTR unquoted: IP2BIN's `0x<hex>` is a binary literal."""
     text = _c_string(value)
@@ -72,21 +58,6 @@ def _my_rawstr(value: Any) -> Any:
         except ValueError:
             pass
     return text
-
-
-def my_renderer(key_type: KeyType) -> Render | None:
-    """The value PyMySQL sends as the literal ulogd's MYSQL would write (spec 6.2)."""
-    if key_type in _INTS:
-        return int
-    if key_type is KeyType.BOOL:
-        return _bool
-    if key_type is KeyType.IPADDR:
-        return _slot32
-    if key_type is KeyType.STRING:
-        return _c_string
-    if key_type is KeyType.RAWSTR:
-        return _my_rawstr
-    return None
 
 
 def _bool(value: Any) -> int:
@@ -107,26 +78,28 @@ def _sqlite_ipaddr(value: Any) -> int:
     return int.from_bytes(bytes(value[:8]), "little", signed=True)
 
 
-def sqlite_renderer(key_type: KeyType) -> Render | None:
-    if key_type in _INTS:
-        return _sqlite_int
-    if key_type is KeyType.BOOL:
-        return int
-    if key_type is KeyType.IPADDR:
-        return _sqlite_ipaddr
-    if key_type in (KeyType.STRING, KeyType.RAWSTR):
-        return _c_string
-    return None
+def _dialect(*, ints: Render, boolean: Render, ipaddr: Render, string: Render,
+             rawstr: Render | None = None) -> Renderer:
+    """One dialect's renderings by key type; RAW and the rest have none (ulogd writes
+    nothing there and breaks its statement; here: NULL)."""
+    table: dict[KeyType, Render] = {t: ints for t in _INTS}
+    table |= {KeyType.BOOL: boolean, KeyType.IPADDR: ipaddr, KeyType.STRING: string,
+              KeyType.RAWSTR: rawstr or string}
+    return table.get
 
 
-def dbi_sqlite_renderer(key_type: KeyType) -> Render | None:
-    """ulogd's DBI writes SQL text (spec 6.2) that SQLite converts by column affinity:
-    integers keep their value, booleans are 0/1, addresses the 32-bit slot as unsigned."""
-    if key_type is KeyType.IPADDR:
-        return _slot32
-    if key_type is KeyType.RAWSTR:
-        return _c_string
-    return sqlite_renderer(key_type)
+#: PostgreSQL: the text ulogd would write for each value.
+pg_renderer = _dialect(ints=str, boolean=_pg_bool, ipaddr=_pg_ipaddr, string=_c_string)
+#: MySQL: the value PyMySQL sends as the literal ulogd's MYSQL would write (spec 6.2).
+my_renderer = _dialect(ints=int, boolean=_bool, ipaddr=_slot32, string=_c_string,
+                       rawstr=_my_rawstr)
+#: SQLite as ulogd's SQLITE3 binds, but integers keep their value.
+sqlite_renderer = _dialect(ints=_sqlite_int, boolean=int, ipaddr=_sqlite_ipaddr,
+                           string=_c_string)
+#: ulogd's DBI writes SQL text (spec 6.2) that SQLite converts by column affinity:
+#: integers keep their value, booleans are 0/1, addresses the 32-bit slot as unsigned.
+dbi_sqlite_renderer = _dialect(ints=_sqlite_int, boolean=int, ipaddr=_slot32,
+                               string=_c_string)
 
 
 def row_builder(columns: list[tuple[str, Render | None]]) -> Callable[[dict], tuple]:
