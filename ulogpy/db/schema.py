@@ -4,7 +4,10 @@ A schema file is SQL cut into blocks by `-- @kind name [table]` lines.
 For PostgreSQL each block runs only when its object is missing from the
 target schema, so an existing ulogd database gets what it lacks and keeps
 everything else; for SQLite every statement is IF NOT EXISTS.  All of it
-in one transaction: a failure leaves the database as it was.
+in one transaction: a failure leaves the database as it was.  MySQL works
+like PostgreSQL (without the transaction: its DDL commits itself), and a
+block's `-- @stale QUERY` lines name what makes an existing object wrong
+(ulogd's signed `mac_protocol`): then the object is redone.
 """
 
 from __future__ import annotations
@@ -14,14 +17,16 @@ from dataclasses import dataclass
 from importlib import resources
 
 _MARK = re.compile(r"^--\s*@(\w+)\s+(\S+)(?:\s+(\S+))?\s*$")
+_STALE = re.compile(r"^--\s*@stale\s+(.*?)\s*$")
 
 
 @dataclass(frozen=True)
 class Block:
-    kind: str    # table, view, sequence, index, function, constraint
+    kind: str    # table, view, sequence, index, function, procedure, constraint, column
     name: str
     table: str | None
     sql: str
+    stale: str | None = None  # MySQL: counts > 0 when the existing object must be redone
 
 
 def schema_text(name: str) -> str:
@@ -32,17 +37,22 @@ def parse_blocks(text: str) -> list[Block]:
     blocks: list[Block] = []
     head: tuple[str, str, str | None] | None = None
     lines: list[str] = []
+    stale: list[str] = []
 
     def close() -> None:
         if head is not None:
-            blocks.append(Block(head[0], head[1], head[2], "\n".join(lines).strip() + "\n"))
+            blocks.append(Block(head[0], head[1], head[2], "\n".join(lines).strip() + "\n",
+                                " ".join(stale) or None))
 
     for line in text.splitlines():
         m = _MARK.match(line)
-        if m:
+        s = _STALE.match(line)
+        if s and head is not None:
+            stale.append(s.group(1))
+        elif m:
             close()
             head = (m.group(1), m.group(2), m.group(3))
-            lines = []
+            lines, stale = [], []
         elif head is not None:
             lines.append(line)
     close()
@@ -106,33 +116,67 @@ def sqlite_init(conn) -> list[str]:
 
 _MY_EXISTS = {
     "table": "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = DATABASE() "
-             "AND table_name = %s",
+             "AND table_name = %(name)s AND table_type = 'BASE TABLE'",
     "view": "SELECT COUNT(*) FROM information_schema.views WHERE table_schema = DATABASE() "
-            "AND table_name = %s",
+            "AND table_name = %(name)s",
     "function": "SELECT COUNT(*) FROM information_schema.routines WHERE "
-                "routine_schema = DATABASE() AND routine_name = %s",
+                "routine_schema = DATABASE() AND routine_name = %(name)s "
+                "AND routine_type = 'FUNCTION'",
+    "procedure": "SELECT COUNT(*) FROM information_schema.routines WHERE "
+                 "routine_schema = DATABASE() AND routine_name = %(name)s "
+                 "AND routine_type = 'PROCEDURE'",
     "index": "SELECT COUNT(*) FROM information_schema.statistics WHERE "
-             "table_schema = DATABASE() AND index_name = %s",
+             "table_schema = DATABASE() AND table_name = %(table)s AND index_name = %(name)s",
+    "constraint": "SELECT COUNT(*) FROM information_schema.table_constraints WHERE "
+                  "constraint_schema = DATABASE() AND table_name = %(table)s AND "
+                  "constraint_name = %(name)s AND constraint_type = 'FOREIGN KEY'",
+    "column": "SELECT COUNT(*) FROM information_schema.columns WHERE "
+              "table_schema = DATABASE() AND table_name = %(table)s AND column_name = %(name)s",
 }
+#: Objects that a stale block drops and creates again; a stale column is altered in place.
+_MY_REPLACEABLE = ("view", "function", "procedure")
 
 
 def mysql_init(conn) -> list[str]:
-    """Create what is missing in the connection's database; returns what was created.
+    """Create what is missing in the connection's database, and redo the objects whose
+    `@stale` query says they are wrong; returns what it did, one line each
+    ('kind name' for a creation, 'replaced kind name' / 'changed column t.c').
 
     MySQL commits each CREATE on its own, so unlike PostgreSQL a failure can leave the
     objects created before it (a second run completes the rest)."""
-    created: list[str] = []
+    done: list[str] = []
     with conn.cursor() as cur:
         for block in parse_blocks(schema_text("mysql.sql")):
-            cur.execute(_MY_EXISTS[block.kind], (block.name,))
-            if cur.fetchone()[0]:
+            cur.execute(_MY_EXISTS[block.kind], {"name": block.name, "table": block.table})
+            if not cur.fetchone()[0]:
+                if block.kind == "column":
+                    continue  # its table's block creates it right
+                for statement in _statements(block):
+                    cur.execute(statement)
+                done.append(f"{block.kind} {block.name}")
                 continue
-            cur.execute(_one_statement(block.sql))
-            created.append(f"{block.kind} {block.name}")
-    return created
+            if block.stale is None:
+                continue
+            cur.execute(block.stale)
+            if not cur.fetchone()[0]:
+                continue
+            if block.kind in _MY_REPLACEABLE:
+                cur.execute(f"DROP {block.kind.upper()} `{block.name}`")
+                for statement in _statements(block):
+                    cur.execute(statement)
+                done.append(f"replaced {block.kind} {block.name}")
+            else:
+                for statement in _statements(block):
+                    cur.execute(statement)
+                done.append(f"changed {block.kind} {block.table}.{block.name}")
+    return done
 
 
-def _one_statement(text: str) -> str:
-    """The block without its comment lines and final `;` (sent as one statement)."""
-    lines = [ln for ln in text.splitlines() if not ln.lstrip().startswith("--")]
-    return "\n".join(lines).strip().rstrip(";")
+def _statements(block: Block) -> list[str]:
+    """The block's statements without comment lines, each without its final `;`.  A
+    routine is one statement (its body holds `;`); other blocks split at a line's end."""
+    lines = [ln for ln in block.sql.splitlines() if not ln.lstrip().startswith("--")]
+    text = "\n".join(lines).strip()
+    if block.kind in ("function", "procedure"):
+        return [text.rstrip(";")]
+    return [s.strip() for s in re.split(r";\s*$", text, flags=re.MULTILINE) if s.strip()]
