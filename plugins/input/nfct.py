@@ -102,6 +102,10 @@ class NFCT(NetlinkInput):
                help="1: turn on net.netfilter.nf_conntrack_acct at start (byte/packet counters)"),
         Option("conntrack_timestamp", int, 0, ulogd=False,
                help="1: turn on net.netfilter.nf_conntrack_timestamp at start (kernel times)"),
+        Option("exact_start", int, 0, ulogd=False,
+               help="1: NEW carries the kernel's own time stamp of the event (kernels >= "
+                    "6.14 with conntrack_timestamp) in the ulogpy key flow.start.ns; "
+                    "ulogd's flow.start.* stay the time of receipt"),
         NETNS_OPTION,
     )
     output_keys = keys(
@@ -116,6 +120,7 @@ class NFCT(NetlinkInput):
         ("flow.end.sec", U32), ("flow.end.usec", U32), ("oob.family", U8),
         ("oob.protocol", U8), ("ct", RAW),
         Key("ct.resync", U8, ulogd=False),
+        Key("flow.start.ns", U64, ulogd=False),
     )
 
     def configure(self) -> None:
@@ -131,6 +136,7 @@ class NFCT(NetlinkInput):
         )
         self.filtering = self.filter.active
         self.hash_on = bool(cfg.hash_enable)
+        self.exact_start = bool(cfg.exact_start)
         #: Hash mode: the flows seen alive (empty in event mode, SIGUSR2 looks it up).
         self.table = FlowTable(cfg.hash_max_entries, self.counters)
         self._track = self.table.track
@@ -227,6 +233,8 @@ class NFCT(NetlinkInput):
             ns = event.start_ns or time.time_ns()
             record["flow.start.sec"] = sec = ns // 1_000_000_000
             record["flow.start.usec"] = usec = ns // 1000 % 1_000_000
+            if self.exact_start and event.event_ns:
+                record["flow.start.ns"] = event.event_ns
             if self.live is not None:
                 self.live.started(event, sec, usec)
             self.emit(record)

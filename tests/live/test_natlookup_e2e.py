@@ -21,6 +21,7 @@ A port nobody held, and S2 before any connection, exit 1.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -32,6 +33,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.clickhouse import CLUSTER, ClickHouseCluster, clickhouse_skip_reason
 from tests.mariadb import MariaDB, mariadb_skip_reason
 from tests.netns import NatTopology, Netns, conntrack_reap, wait_until
 from tests.pgcluster import PgCluster, pg_skip_reason, ulogd_schema_sql
@@ -84,6 +86,27 @@ pass=""
 table="conntrack_events"
 procedure="INSERT_OR_REPLACE_CT"
 spool_dir="{d}/spool"
+"""
+
+#: A second ulogpy, in the main namespace where the ClickHouse cluster listens, reads
+#: fw's conntrack through network_namespace_path and writes the CLICKHOUSE history.
+CLICKHOUSE_CONF = """\
+[global]
+loglevel=5
+stack=ct1:NFCT,ch1:CLICKHOUSE
+[ct1]
+hash_enable=0
+event_mask=5
+conntrack_acct=1
+conntrack_timestamp=1
+exact_start=1
+network_namespace_path="/run/netns/{fw}"
+[ch1]
+url="{url}"
+cluster="{cluster}"
+firewall="fw"
+batch_delay_ms=100
+spool_dir="{d}/ch-spool"
 """
 
 #: wan: accept TCP (v4 and v6) and UDP; record the peer (the public ip:port) and time.
@@ -249,6 +272,39 @@ def mynat() -> Iterator[MariaDB | None]:
         yield server
 
 
+@pytest.fixture
+def chnat() -> Iterator[ClickHouseCluster | None]:
+    """A 3-server ClickHouse cluster (2 shards, one with 2 replicas) with the tables of
+    `ulogpy db init --clickhouse --cluster` (None, and no ClickHouse history, where
+    clickhouse-server or zookeeper is missing)."""
+    if clickhouse_skip_reason():
+        yield None
+        return
+    with ClickHouseCluster() as cluster:
+        subprocess.run([ULOGPY, "db", "init", "--clickhouse", cluster.url(), "--cluster",
+                        CLUSTER], check=True, capture_output=True, timeout=60)
+        yield cluster
+
+
+class _MainNamespace:
+    """The main namespace, as UlogdProcess expects a namespace."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen] = []
+
+    def popen(self, cmd, **kw) -> subprocess.Popen:
+        proc = subprocess.Popen([str(c) for c in cmd], **kw)
+        self.procs.append(proc)
+        return proc
+
+
+def clickhouse_logger(ch: ClickHouseCluster | None, topo: NatTopology, d: Path):
+    if ch is None:
+        return contextlib.nullcontext()
+    conf = CLICKHOUSE_CONF.format(fw=topo.fw.name, url=ch.url(), cluster=CLUSTER, d=d)
+    return UlogdProcess(_MainNamespace(), conf, d / "ulogpy-ch", binary=ULOGPY)
+
+
 def with_mysql(conf: str, d: Path, my: MariaDB | None) -> str:
     if my is None:
         return conf
@@ -282,7 +338,7 @@ def lookup(*args: str, capsys) -> tuple[int, list[dict], str]:
     return code, (json.loads(out) if out else []), err
 
 
-def test_nat_lookup_end_to_end(world, mynat, tmp_path: Path, capsys) -> None:
+def test_nat_lookup_end_to_end(world, mynat, chnat, tmp_path: Path, capsys) -> None:
     topo, lans, pg = world
     d = tmp_path
     conf = with_mysql(CONF.format(d=d, pg_host=pg.sockdir, pg_port=pg.port), d, mynat)
@@ -302,7 +358,8 @@ def test_nat_lookup_end_to_end(world, mynat, tmp_path: Path, capsys) -> None:
     wait_until(lambda: read_lines(server_out), 10, what="server ready")
     began = time.time()
 
-    with UlogdProcess(topo.fw, conf, d / "ulogpy", binary=ULOGPY) as ul:
+    with UlogdProcess(topo.fw, conf, d / "ulogpy", binary=ULOGPY) as ul, \
+            clickhouse_logger(chnat, topo, d):
         def go(token: str, hold: bool = False) -> subprocess.Popen | None:
             ns, addr, sport = who[token]
             proto = "udp" if token.startswith("u") else "tcp"
@@ -331,6 +388,11 @@ def test_nat_lookup_end_to_end(world, mynat, tmp_path: Path, capsys) -> None:
             wait_gone(topo.fw, seen[token].public_port)
         sources = histories(d, pg, mynat)
         wait_for_destroys(d, pg, len(closed), ul, mynat)
+        if chnat is not None:
+            sources.append(chnat.url())
+            wait_until(lambda: chnat.query("a", "SELECT count() FROM ulogpy.ulog_nat WHERE "
+                                                "event = 4")[0][0] >= len(closed), 15,
+                       what="the DESTROYs in the ClickHouse history")
 
         for token, rec in seen.items():
             for src in sources:

@@ -395,3 +395,33 @@ def test_cli_config_without_history(tmp_path: Path, capsys) -> None:
     assert main(["-c", str(tmp_path / "none.toml"), "--ip", PUB, "--port", "1",
                  "--at", "1"]) == 2
     assert "cannot read configuration file" in capsys.readouterr().err
+
+
+def test_sqlite_table_found_by_columns(tmp_path: Path) -> None:
+    """No ?table=: Debian's example name, any single table with ulogd's ct columns, and
+    clear errors for none, several, and Debian's example layout (no reply tuple)."""
+    db = make_db(tmp_path / "f.db", table="ulog_ct")
+    store(db, history(), table="ulog_ct")
+    db.execute("CREATE TABLE ulog_pkt (raw_pktlen INTEGER)")
+    db.commit()
+    source = parse_source(f"sqlite://{tmp_path}/f.db")
+    assert [f.inside_ip for f in rank(source.lookup(QUERIES[0]), QUERIES[0])] == ["10.77.1.2"]
+    assert source.table == "ulog_ct"
+    db.execute("CREATE TABLE copy1 AS SELECT * FROM ulog_ct")
+    db.execute("CREATE TABLE copy2 AS SELECT * FROM ulog_ct")
+    db.commit()
+    assert parse_source(f"sqlite://{tmp_path}/f.db").lookup(QUERIES[0])  # ulogd's name wins
+    db.execute("DROP TABLE ulog_ct")
+    db.commit()
+    with pytest.raises(LookupFailed, match=r"several tables .*: copy1, copy2; choose one"):
+        parse_source(f"sqlite://{tmp_path}/f.db").lookup(QUERIES[0])
+    debian = sqlite3.connect(tmp_path / "debian.db")
+    debian.executescript(Path("/usr/share/doc/ulogd2/sqlite3.table").read_text())
+    debian.close()
+    with pytest.raises(LookupFailed, match=r"'ulog_ct' lacks .*reply_ip_daddr_str.*Debian"):
+        parse_source(f"sqlite://{tmp_path}/debian.db").lookup(QUERIES[0])
+    empty = sqlite3.connect(tmp_path / "empty.db")
+    empty.execute("CREATE TABLE other (x INTEGER)")
+    empty.close()
+    with pytest.raises(LookupFailed, match=r"no table with ulogd's conntrack columns.*other"):
+        parse_source(f"sqlite://{tmp_path}/empty.db").lookup(QUERIES[0])

@@ -4,9 +4,17 @@
     ulogpy db init --pgsql CONNINFO [--schema S] one PostgreSQL database
     ulogpy db init --sqlite FILE                 one SQLite file
     ulogpy db init --mysql mysql://user[:pass]@host[:port]/db[?socket=PATH]
-                                                 one MySQL / MariaDB database (the flow
-                                                 table, INSERT_OR_REPLACE_CT, the
-                                                 conntrack_events view, lookup indexes)
+                                                 one MySQL / MariaDB database (ulogd's
+                                                 packet and flow schema, unsigned
+                                                 mac_protocol, INSERT_OR_REPLACE_CT,
+                                                 conntrack_events, lookup indexes)
+    ulogpy db init --clickhouse clickhouse://[user[:pass]@]host[:port][,...]/db[?table=T]
+                   [--cluster NAME]              the ClickHouse NAT history (local and
+                                                 Distributed tables, ON CLUSTER;
+                                                 --retention-days N: TTL, current servers)
+    ulogpy db prune --clickhouse URL [--cluster NAME] --days N
+                                                 drop day partitions older than N days
+                                                 (retention on 18.16, which has no TTL)
 
 Prints each object it created; exits 1 (with the reason, password masked)
 when a database cannot be reached or the SQL fails.
@@ -35,7 +43,63 @@ def _parser() -> argparse.ArgumentParser:
     init.add_argument("--mysql", metavar="URI",
                       help="a MySQL / MariaDB database: mysql://user[:pass]@host[:port]/db"
                            "[?socket=PATH]")
+    init.add_argument("--clickhouse", metavar="URL",
+                      help="a ClickHouse database: clickhouse://[user[:pass]@]host[:port]"
+                           "[,host2...]/db[?table=NAME]")
+    init.add_argument("--cluster", metavar="NAME",
+                      help="with --clickhouse: the cluster (ON CLUSTER, Distributed table)")
+    init.add_argument("--retention-days", type=int, default=0, metavar="DAYS",
+                      help="with --clickhouse on a current server: TTL of the rows "
+                           "(18.16 has no TTL: run `ulogpy db prune` daily)")
+    prune = sub.add_parser("prune", help="drop the ClickHouse history's old day partitions")
+    prune.add_argument("--clickhouse", metavar="URL", required=True)
+    prune.add_argument("--cluster", metavar="NAME")
+    prune.add_argument("--days", type=int, required=True, help="days of history to keep")
     return p
+
+
+def _prune(args: argparse.Namespace) -> int:
+    from ulogpy.db.clickhouse_init import clickhouse_prune
+    from ulogpy.db.clickhouse_uri import ClickHouseUriError, parse_clickhouse_uri
+
+    if args.days < 1:
+        sys.stderr.write("ulogpy db prune: --days must be 1 or more\n")
+        return 1
+    try:
+        target = parse_clickhouse_uri(args.clickhouse)
+    except ClickHouseUriError as exc:
+        sys.stderr.write(f"ulogpy db prune: --clickhouse: {exc}\n")
+        return 1
+    try:
+        dropped = clickhouse_prune(target, args.cluster, args.days)
+    except Exception as exc:
+        text = " ".join((str(exc).strip() or type(exc).__name__).split())[:300]
+        sys.stderr.write(f"ulogpy db prune: {target.label}: {target.redact(text)}\n")
+        return 1
+    for part in dropped:
+        sys.stdout.write(f"{target.label}: dropped partition {part}\n")
+    if not dropped:
+        sys.stdout.write(f"{target.label}: nothing older than {args.days} days\n")
+    return 0
+
+
+def _init_clickhouse(url: str, cluster: str | None, retention_days: int = 0) -> bool:
+    from ulogpy.db.clickhouse_init import clickhouse_init
+    from ulogpy.db.clickhouse_uri import ClickHouseUriError, parse_clickhouse_uri
+
+    try:
+        target = parse_clickhouse_uri(url)
+    except ClickHouseUriError as exc:
+        sys.stderr.write(f"ulogpy db: --clickhouse: {exc}\n")
+        return False
+    try:
+        created = clickhouse_init(target, cluster, retention_days)
+    except Exception as exc:
+        text = " ".join((str(exc).strip() or type(exc).__name__).split())[:300]
+        sys.stderr.write(f"ulogpy db: {target.label}: {target.redact(text)}\n")
+        return False
+    _report(target.label, created)
+    return True
 
 
 def _init_pg(conninfo: str, schema: str, label: str, redact: Redactor) -> bool:
@@ -99,7 +163,8 @@ def _init_sqlite(path: str, label: str) -> bool:
 def _report(label: str, created: list[str]) -> None:
     if created:
         for item in created:
-            sys.stdout.write(f"{label}: created {item}\n")
+            verb = "" if item.startswith(("replaced ", "changed ")) else "created "
+            sys.stdout.write(f"{label}: {verb}{item}\n")
     else:
         sys.stdout.write(f"{label}: nothing to do\n")
 
@@ -141,12 +206,19 @@ def _from_config(path: str | None, wanted: list[str]) -> int:
 
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
-    if args.pgsql or args.sqlite or args.mysql:
+    if args.command == "prune":
+        return _prune(args)
+    if args.cluster and not args.clickhouse:
+        sys.stderr.write("ulogpy db: --cluster goes with --clickhouse\n")
+        return 1
+    if args.pgsql or args.sqlite or args.mysql or args.clickhouse:
         if args.configfile or args.instances:
-            sys.stderr.write("ulogpy db: --pgsql/--sqlite/--mysql and a configuration "
-                             "exclude each other\n")
+            sys.stderr.write("ulogpy db: --pgsql/--sqlite/--mysql/--clickhouse and a "
+                             "configuration exclude each other\n")
             return 1
         ok = True
+        if args.clickhouse:
+            ok &= _init_clickhouse(args.clickhouse, args.cluster, args.retention_days)
         if args.pgsql:
             redact = Redactor(secrets_of_conninfo(args.pgsql))
             ok &= _init_pg(args.pgsql, args.schema, "pgsql", redact)

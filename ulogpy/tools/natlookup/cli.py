@@ -39,7 +39,11 @@ SRC (repeatable):
   mysql://user[:pass]@host/db[?socket=PATH&table=NAME]  ulogd's MySQL ulog2_ct
                                        (binary addresses; `ulogpy db init --mysql`)
   json:PATH                            NFCT JSON lines; globs, rotated and .gz files
-  Without --source: the JSON/SQLITE3/PGSQL/MYSQL outputs of the NFCT stacks of -c CONFIG
+  clickhouse://[user[:pass]@]host[:port][,host2...]/db[?table=NAME]  the CLICKHOUSE
+                                       output's table (default ulog_nat; only the shard of
+                                       --ip is read; `source` ends in #FIREWALL)
+  Without ?table=, SQLite and PostgreSQL find the table by ulogd's ct columns.
+  Without --source: the JSON/SQLITE3/PGSQL/MYSQL/CLICKHOUSE outputs of the NFCT stacks of -c CONFIG
   (default: /etc/ulogpy.toml if present, else the shipped configuration).
 A flow holds its public port from its start to its DESTROY (or now, if still open).
   The kernel stamps only DESTROY events, so a logged start is the time the NEW event
@@ -50,6 +54,10 @@ Portless protocols (icmp, gre, ...): ulogd logs no ICMP id, so --port is not nee
   public_port, remote_ip, remote_port, proto, start, end (RFC 3339 UTC; end null while
   open), orig_bytes, reply_bytes, zone, mark (null when unknown), source, held (the flow
   held the port at TIME) and distance (seconds from TIME to the flow, 0 when held).
+--batch FILE|-: one complaint a line, CSV `ip,port,time[,proto[,remote]]` (a header
+  line is allowed) or JSON objects with those keys; one JSON line out per complaint, in
+  order: {"line", "ip", "port", "at", "matches": [as --json]} or {"line", "error"};
+  every source stays open for the whole batch.
 Exit status: 0 a flow matched, 1 none did, 2 error.
 """
 
@@ -58,9 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog=PROG, description=DESCRIPTION, epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--ip", required=True, metavar="PUBLIC_IP", help="the public (NAT) address")
+    ap.add_argument("--ip", metavar="PUBLIC_IP", help="the public (NAT) address")
     ap.add_argument("--port", type=_port, metavar="PUBLIC_PORT", help="the public port")
-    ap.add_argument("--at", required=True, metavar="TIME", help="when it was seen (see below)")
+    ap.add_argument("--at", metavar="TIME", help="when it was seen (see below)")
     ap.add_argument("--proto", metavar="PROTO", help="tcp, udp, icmp, sctp, ... or a number")
     ap.add_argument("--window", type=_window, default=DEFAULT_WINDOW, metavar="SECONDS",
                     help=f"match flows within TIME +/- SECONDS (default {DEFAULT_WINDOW:g}: "
@@ -69,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the remote server (IPv6 with a port: [addr]:port)")
     ap.add_argument("--source", action="append", metavar="SRC", help="a history (see below)")
     ap.add_argument("--json", action="store_true", help="print a JSON array of matches")
+    ap.add_argument("--batch", metavar="FILE",
+                    help="many complaints, one a line (CSV ip,port,time[,proto[,remote]] or "
+                         "JSON lines), '-' for stdin: one JSON line of matches each")
     ap.add_argument("-c", "--configfile", "--config", dest="config", metavar="CONFIG",
                     help="take the history from this configuration (ulogd.conf or .toml)")
     return ap
@@ -96,6 +107,12 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help (0) or a usage error (2), already printed
         return exc.code if isinstance(exc.code, int) else 2
+    if args.batch is not None:
+        return _batch(args)
+    if args.ip is None or args.at is None:
+        sys.stderr.write(f"{PROG}: --ip and --at are required (or --batch FILE)\n")
+        return 2
+    sources: list = []
     try:
         query, notes = make_query(args)
         sources = pick_sources(args, notes)
@@ -106,6 +123,11 @@ def main(argv: list[str] | None = None) -> int:
     except LookupFailed as exc:
         sys.stderr.write(f"{PROG}: {exc}\n")
         return 2
+    finally:
+        for source in sources:  # the sources that keep a connection open for batches
+            close = getattr(source, "close", None)
+            if close is not None:
+                close()
     matches = rank(flows, query)
     for note in notes:
         sys.stderr.write(f"{PROG}: note: {note}\n")
@@ -116,6 +138,33 @@ def main(argv: list[str] | None = None) -> int:
         if matches:
             sys.stdout.write(render_table(matches, query))
     return 0 if matches else 1
+
+
+def _batch(args: argparse.Namespace) -> int:
+    from ulogpy.tools.natlookup.batch import run_batch
+
+    if args.ip or args.at or args.port is not None:
+        sys.stderr.write(f"{PROG}: --batch takes ip, port and time from its lines, not from "
+                         "--ip/--port/--at\n")
+        return 2
+    notes: list[str] = []
+    try:
+        sources = pick_sources(args, notes)
+        if args.batch == "-":
+            code = run_batch(sys.stdin, sources, args.window)
+        else:
+            try:
+                stream = open(args.batch, encoding="utf-8", errors="replace")  # noqa: SIM115
+            except OSError as exc:
+                raise LookupFailed(f"--batch {args.batch}: {exc.strerror}") from None
+            with stream:
+                code = run_batch(stream, sources, args.window)
+    except LookupFailed as exc:
+        sys.stderr.write(f"{PROG}: {exc}\n")
+        return 2
+    for note in notes:
+        sys.stderr.write(f"{PROG}: note: {note}\n")
+    return code
 
 
 def make_query(args: argparse.Namespace) -> tuple[Query, list[str]]:
@@ -161,8 +210,8 @@ def pick_sources(args: argparse.Namespace, notes: list[str]) -> list:
     name, sources, skipped = config_sources(args.config)  # as the daemon chooses it
     notes.extend(skipped)
     if not sources:
-        raise LookupFailed(f"{name}: no NFCT stack writes a history through IP2STR to "
-                           "JSON, SQLITE3 or PGSQL; give --source")
+        raise LookupFailed(f"{name}: no NFCT stack writes a history (through IP2STR to "
+                           "JSON, SQLITE3 or PGSQL; or to MYSQL or CLICKHOUSE); give --source")
     return sources
 
 

@@ -110,12 +110,17 @@ class Flow:
     zone: int | None = None
     mark: int | None = None
     source: str = ""
+    #: The start is the kernel's time stamp, not a reception time: no START_SLACK_S.
+    start_exact: bool = False
 
     # -- the interval ------------------------------------------------------------
     def bounds(self, slack: float = START_SLACK_S) -> tuple[float, float]:
         """When the flow may have held its port: from `slack` before the logged start
-        (see the module doc) to the end.  An unknown start counts as the end instant."""
+        (see the module doc; none when the start is the kernel's stamp) to the end.  An
+        unknown start counts as the end instant."""
         end = math.inf if self.end is None else self.end
+        if self.start_exact:
+            slack = 0.0
         start = self.start - slack if self.start is not None else end
         return start, end
 

@@ -1,7 +1,8 @@
 """PostgreSQL history: ulogd's `ulog2_ct` table (pgsql-ulogd2.sql), through libpq.
 
 `postgresql://user@host/db?table=NAME`: `table` is ours and is taken out
-before the rest of the URI goes to libpq unchanged.
+before the rest of the URI goes to libpq unchanged.  Without it the table is found
+by its columns (`discover`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import time
 import urllib.parse
 
 from ulogpy.tools.natlookup import sql as sql_module
+from ulogpy.tools.natlookup.discover import pg_tables, pick_table
 from ulogpy.tools.natlookup.errors import LookupFailed
 from ulogpy.tools.natlookup.flows import Flow, Query
 from ulogpy.tools.natlookup.sql import (
@@ -27,9 +29,11 @@ CONNECT_TIMEOUT_S = 5
 
 
 class PostgresSource:
-    def __init__(self, conninfo: str, table: str = DEFAULT_TABLE, label: str = ""):
+    def __init__(self, conninfo: str, table: str | None = DEFAULT_TABLE, label: str = ""):
+        """`table` None: found by its columns at the first lookup (`discover`)."""
         self.conninfo = conninfo
-        self.table = check_table(table)
+        self.table = check_table(table) if table is not None else None
+        self._conn = None
         self.notes: list[str] = []
         self.label = label or conninfo
 
@@ -40,38 +44,53 @@ class PostgresSource:
         tables = [v for k, v in query if k == "table"]
         rest = urllib.parse.urlencode([(k, v) for k, v in query if k != "table"], safe="/")
         conninfo = _unsplit(parts._replace(query=rest))
-        return cls(conninfo, tables[-1] if tables else DEFAULT_TABLE, label=hide_password(text))
+        return cls(conninfo, tables[-1] if tables else None, label=hide_password(text))
 
     def lookup(self, q: Query) -> list[Flow]:
         import psycopg
 
-        sql, params = lookup_sql(POSTGRESQL, self.table, q)
+        conn = self._conn
+        if conn is None or conn.closed:
+            try:
+                conn = psycopg.connect(self.conninfo, connect_timeout=CONNECT_TIMEOUT_S,
+                                       autocommit=True)
+            except (psycopg.Error, ValueError) as exc:
+                raise LookupFailed(
+                    f"{self.label}: cannot reach the database: {_first_line(exc)}") from None
+            self._conn = conn  # kept open: a batch of lookups uses one connection
         try:
-            conn = psycopg.connect(self.conninfo, connect_timeout=CONNECT_TIMEOUT_S,
-                                   autocommit=True)
-        except (psycopg.Error, ValueError) as exc:
-            raise LookupFailed(
-                f"{self.label}: cannot reach the database: {_first_line(exc)}") from None
-        try:
-            with conn:
-                began = time.monotonic()
-                cur = conn.execute(sql, params)
-                columns = [c.name for c in cur.description or ()]
-                rows = cur.fetchall()
-                if time.monotonic() - began > sql_module.SLOW_S:
-                    plan = [r[0] for r in conn.execute(POSTGRESQL.explain + sql, params)]
-                    self.notes.extend(index_note(POSTGRESQL, plan, self.label, self.table))
+            if self.table is None:
+                self.table = pick_table(pg_tables(conn), self.label)
+            sql, params = lookup_sql(POSTGRESQL, self.table, q)
+            began = time.monotonic()
+            cur = conn.execute(sql, params)
+            columns = [c.name for c in cur.description or ()]
+            rows = cur.fetchall()
+            if time.monotonic() - began > sql_module.SLOW_S:
+                plan = [r[0] for r in conn.execute(POSTGRESQL.explain + sql, params)]
+                self.notes.extend(index_note(POSTGRESQL, plan, self.label, self.table))
         except psycopg.errors.UndefinedTable:
+            self.close()
             raise LookupFailed(f"{self.label}: no table {self.table!r} (load ulogd's "
                                "pgsql-ulogd2.sql, or give ?table=NAME)") from None
         except psycopg.OperationalError as exc:
+            self.close()
             raise LookupFailed(f"{self.label}: the database went away: {_first_line(exc)}"
                                ) from None
         except psycopg.Error as exc:
+            self.close()
             raise LookupFailed(f"{self.label}: query failed (is {self.table!r} ulogd's "
                                f"ulog2_ct layout?): {_first_line(exc)}") from None
+        except BaseException:
+            self.close()
+            raise
         self.notes.extend(truncation_note(len(rows), self.label))
         return rows_to_flows(columns, rows, self.label)
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
 
 
 def hide_password(uri: str) -> str:

@@ -4,11 +4,13 @@
     postgresql://...[?table=NAME]        PostgresSource (libpq URI)
     mysql://user@host/db[?socket=P&table=NAME]  MysqlSource (also mariadb://)
     json:PATH                            JsonSource (globs, rotated, .gz)
+    clickhouse://[u[:p]@]h[:port][,...]/db[?table=NAME]  ClickHouseSource
 
 Without --source the configuration's stacks are read (not started: nothing
 is opened or created): every NFCT stack that turns addresses into text with
 IP2STR and ends in JSON (file mode), SQLITE3 or PGSQL is a history, and every
-one that ends in MYSQL (ulogd's binary address columns: IP2STR or IP2BIN).
+one that ends in MYSQL (ulogd's binary address columns: IP2STR or IP2BIN) or in
+CLICKHOUSE (raw addresses).
 """
 
 from __future__ import annotations
@@ -28,8 +30,11 @@ from ulogpy.tools.natlookup.sqlite import PREFIX as SQLITE_PREFIX
 from ulogpy.tools.natlookup.sqlite import SqliteSource
 
 FORMS = ("sqlite:///abs/path.db[?table=NAME], postgresql://...[?table=NAME], "
-         "mysql://user@host/db[?socket=PATH&table=NAME] or json:PATH")
-HISTORY_OUTPUTS = ("JSON", "SQLITE3", "PGSQL", "MYSQL")
+         "mysql://user@host/db[?socket=PATH&table=NAME], "
+         "clickhouse://host[:port][,host2...]/db[?table=NAME] or json:PATH")
+HISTORY_OUTPUTS = ("JSON", "SQLITE3", "PGSQL", "MYSQL", "CLICKHOUSE")
+#: Outputs that keep raw addresses themselves: no IP2STR needed before them.
+RAW_ADDRESS_OUTPUTS = ("MYSQL", "CLICKHOUSE")
 
 
 class Source(Protocol):
@@ -49,6 +54,10 @@ def parse_source(text: str) -> Source:
         return MysqlSource.from_uri(text)
     if text.startswith(JSON_PREFIX):
         return JsonSource.from_spec(text)
+    if text.startswith("clickhouse://"):
+        from ulogpy.tools.natlookup.clickhouse import ClickHouseSource
+
+        return ClickHouseSource.from_uri(text)
     raise LookupFailed(f"--source {text!r}: unknown kind; use {FORMS}")
 
 
@@ -74,7 +83,7 @@ def config_sources(path: str | None) -> tuple[str, list[Source], list[str]]:
         out_id, out_name = tokens[-1]
         if names[0] != "NFCT" or out_name not in HISTORY_OUTPUTS:
             continue
-        if "IP2STR" not in names[1:-1] and out_name != "MYSQL":
+        if "IP2STR" not in names[1:-1] and out_name not in RAW_ADDRESS_OUTPUTS:
             notes.append(f"stack '{text}': no IP2STR before {out_name}, so no addresses as "
                          "text: not usable, left out")
             continue
@@ -99,7 +108,21 @@ def _history(kind: str, opts: dict[str, Any], notes: list[str], text: str) -> So
         return SqliteSource(db, table)
     if kind == "MYSQL":
         return _mysql(opts)
+    if kind == "CLICKHOUSE":
+        return _clickhouse(opts)
     return _pgsql(opts)
+
+
+def _clickhouse(opts: dict[str, Any]) -> Source:
+    """CLICKHOUSE's url and table (the Distributed table with a cluster)."""
+    import dataclasses
+
+    from ulogpy.db.clickhouse_uri import DEFAULT_TABLE, parse_clickhouse_uri
+    from ulogpy.tools.natlookup.clickhouse import ClickHouseSource
+
+    target = parse_clickhouse_uri(str(opts.get("url") or ""))  # checked by the config
+    table = str(opts.get("table") or DEFAULT_TABLE)
+    return ClickHouseSource(dataclasses.replace(target, table=table))
 
 
 def _mysql(opts: dict[str, Any]) -> Source:

@@ -1,4 +1,8 @@
-"""SQLite history: `sqlite:///abs/path.db[?table=NAME]`, ulogd's `ulog2_ct` columns."""
+"""SQLite history: `sqlite:///abs/path.db[?table=NAME]`, ulogd's `ulog2_ct` columns.
+
+Without `?table=` the table is found by its columns (`discover`: ulogd's `ulog2_ct`,
+Debian's example name `ulog_ct`, or any other).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import time
 import urllib.parse
 
 from ulogpy.tools.natlookup import sql as sql_module
+from ulogpy.tools.natlookup.discover import pick_table, sqlite_tables
 from ulogpy.tools.natlookup.errors import LookupFailed
 from ulogpy.tools.natlookup.flows import Flow, Query
 from ulogpy.tools.natlookup.sql import (
@@ -24,11 +29,14 @@ PREFIX = "sqlite://"
 
 
 class SqliteSource:
-    def __init__(self, path: str, table: str = DEFAULT_TABLE, label: str | None = None):
+    """`table` None: found by its columns at the first lookup (`discover`)."""
+
+    def __init__(self, path: str, table: str | None = DEFAULT_TABLE,
+                 label: str | None = None):
         self.path = path
-        self.table = check_table(table)
+        self.table = check_table(table) if table is not None else None
         self.notes: list[str] = []
-        self.label = label or self.uri(path, table)
+        self.label = label or self.uri(path, table or DEFAULT_TABLE)
 
     @staticmethod
     def uri(path: str, table: str) -> str:
@@ -48,18 +56,20 @@ class SqliteSource:
         if unknown:
             raise LookupFailed(f"--source {text!r}: unknown parameter {sorted(unknown)[0]!r};"
                                " only ?table=NAME")
-        table = query.get("table", [DEFAULT_TABLE])[-1]
+        table = query.get("table", [None])[-1]
         return cls(path, table, label=text)
 
     def lookup(self, q: Query) -> list[Flow]:
         if not os.path.exists(self.path):
             raise LookupFailed(f"{self.label}: no such file {self.path}")
-        sql, params = lookup_sql(SQLITE, self.table, q)
         try:
             # Read-only, so a wrong path never leaves an empty database behind.
             db = sqlite3.connect(f"file:{urllib.parse.quote(self.path)}?mode=ro", uri=True,
                                  timeout=5.0)
             try:
+                if self.table is None:
+                    self.table = pick_table(sqlite_tables(db), self.label)
+                sql, params = lookup_sql(SQLITE, self.table, q)
                 began = time.monotonic()
                 cur = db.execute(sql, params)
                 columns = [c[0] for c in cur.description]
@@ -70,7 +80,7 @@ class SqliteSource:
             finally:
                 db.close()
         except sqlite3.Error as exc:
-            raise LookupFailed(f"{self.label}: {_explain(exc, self.table)}") from None
+            raise LookupFailed(f"{self.label}: {_explain(exc, self.table or '?')}") from None
         self.notes.extend(truncation_note(len(rows), self.label))
         return rows_to_flows(columns, rows, self.label, u32=True)
 
