@@ -31,7 +31,8 @@ Parameters:
 \t-p --pidfile\tRecord ulogpy PID in file (locked while running)
 \t-u --uid\tChange UID/GID after the sockets are open
 \t-i --info\tDisplay infos about plugin (name or ulogd .so path)
-\t   --check\tValidate the config file and exit
+\t   --check\tValidate the config file and what this user lacks, then exit
+\t\t\t(1: bad config, 2: valid but cannot run as is)
 \t   --metrics-listen HOST:PORT\tServe Prometheus metrics there ("" = off;
 \t\t\toverrides [global] metrics_listen)
 Without -c, {DEFAULT_CONFIG} is read if it exists, else the embedded default.
