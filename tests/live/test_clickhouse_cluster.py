@@ -246,6 +246,65 @@ def test_lookup_reads_one_shard(world, cluster) -> None:
         cluster.start_server(other)
 
 
+def _queries_run(cluster: ClickHouseCluster) -> int:
+    """Statements the three servers have run so far (their own `Query` event counter)."""
+    return sum(cluster.query(n, "SELECT value FROM system.events WHERE event = 'Query'")[0][0]
+               for n in "abc")
+
+
+def test_grouped_batch_equals_single_lookups(world, cluster, capsys) -> None:
+    """1,000 complaints (hits, misses, proto and remote filters, a bad line) as one
+    --batch: line for line the answers of single lookups, in a few statements per
+    shard and chunk of CHUNK complaints, not one per complaint."""
+    import random
+
+    from ulogpy.tools.natlookup.batch import CHUNK
+
+    topo, table, url, conf, out = world
+    with UlogdProcess(HostNs(), conf, out.parent / "ulogpy", binary=ULOGPY):
+        traffic(topo, 0, 12)
+        all_gone(topo)
+        wait_rows(cluster, table, 24)
+    in_sync(cluster, table)
+    recs = list(seen(out).values())
+    assert len({r["ip"] for r in recs}) == 1 and len(recs) == 12
+    rng = random.Random(15)
+    distinct = []
+    for rec in recs:
+        ip, port, t = rec["ip"], rec["port"], rec["t"]
+        distinct += [f"{ip},{port},{t:.6f}", f"{ip},{port},{t - 30:.6f}",
+                     f"{ip},{port + 1000},{t:.6f}", f"{ip},{port},{t:.6f},tcp",
+                     f"{ip},{port},{t:.6f},udp", f"{ip},{port},{t:.6f},tcp,{topo.wan_ip4}",
+                     f"{ip},{port},{t:.6f},,{topo.wan_ip4}:{PORT + 1}",
+                     f"{topo.wan_ip4},{port},{t:.6f}"]  # an address no flow used
+    singles = {}
+    for line in distinct:
+        ip, port, at, *rest = line.split(",")
+        argv = ["--ip", ip, "--port", port, "--at", at, "--source", url, "--json"]
+        if rest and rest[0]:
+            argv += ["--proto", rest[0]]
+        if len(rest) > 1:
+            argv += ["--remote", rest[1]]
+        nat_lookup(argv)
+        singles[line] = json.loads(capsys.readouterr().out)
+    hits = sum(bool(v) for v in singles.values())
+    assert 3 * len(recs) <= hits < len(distinct)  # hits and misses, filters applied
+    lines = [rng.choice(distinct) for _ in range(1000)]
+    lines.insert(321, "1.2.3.4,99999,2026-01-01")
+    batch = out.parent / "complaints.csv"
+    batch.write_text("\n".join(lines) + "\n")
+    before = _queries_run(cluster)
+    assert nat_lookup(["--batch", str(batch), "--source", url]) == 2  # the bad line
+    statements = _queries_run(cluster) - before - 3  # less _queries_run's own
+    results = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert "not a port number" in results.pop(321)["error"]
+    assert [r["matches"] for r in results] == [singles[x] for x in lines[:321] + lines[322:]]
+    # Per worker: version, table, cluster; then per shard and chunk one keyed statement
+    # (the complaints lie within a day) and one UNION ALL (those with proto or remote).
+    chunks = -(-1001 // CHUNK)
+    assert statements <= 4 * 3 + 2 * 2 * chunks, statements
+
+
 def test_replica_killed_mid_stream(world, cluster) -> None:
     topo, table, url, conf, out = world
     with UlogdProcess(HostNs(), conf, out.parent / "ulogpy", binary=ULOGPY):

@@ -7,9 +7,11 @@ JSON object with the same keys (`time` may also be `at`); blank lines and `#`
 comments are skipped.  Each complaint gives one JSON line on stdout, in input order:
 the complaint (`line`, `ip`, `port`, `at`) and either `matches` (the array `--json`
 prints, best first) or `error`.  Sources stay open across the batch (ClickHouse,
-PostgreSQL keep their connection).  When every source can be forked (ClickHouse:
-a network round trip per lookup), a few lookups are in flight at once, each on its
-own connection; the output keeps the input order.
+PostgreSQL keep their connection).  Complaints are answered in chunks of CHUNK: a
+source with `lookup_many` (ClickHouse: one statement per shard for the whole chunk)
+answers the chunk at once, the others complaint by complaint.  When every source can
+be forked, a few chunks are in flight at once, each on its own connections; the
+output keeps the input order.
 
 Exit status: 0 when some complaint matched, 1 when none did, 2 when a line could not
 be read (its `error` says why) or a source failed.
@@ -20,8 +22,9 @@ from __future__ import annotations
 import csv
 import queue
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
 from types import SimpleNamespace
 from typing import TextIO
 
@@ -79,6 +82,15 @@ def _args(fields: dict, window: float) -> SimpleNamespace:
 #: Lookups in flight at once when every source can be forked (a network round trip
 #: each: ClickHouse); results are still written in input order.
 WORKERS = 4
+#: Complaints per chunk: a few statements per shard for all of them (ClickHouse).  Large,
+#: so that a chunk holds several complaints of each day to share a statement.
+CHUNK = 500
+
+
+def _chunks(items: Iterable, size: int) -> Iterator[list]:
+    it = iter(items)
+    while chunk := list(islice(it, size)):
+        yield chunk
 
 
 def run_batch(stream: TextIO, sources: list, window: float, out: TextIO | None = None) -> int:
@@ -91,20 +103,21 @@ def run_batch(stream: TextIO, sources: list, window: float, out: TextIO | None =
     for pool in pools:
         free.put(pool)
 
-    def answer(item: tuple[int, dict | None, str | None]) -> dict:
+    def answer(chunk: list[tuple[int, dict | None, str | None]]) -> list[dict]:
         pool = free.get()
         try:
-            return _answer(item, pool, window)
+            return _answer_chunk(chunk, pool, window)
         finally:
             free.put(pool)
 
     try:
         with ThreadPoolExecutor(max_workers=len(pools)) as ex:
             # map() reads the whole input first: a batch file, or stdin up to its end.
-            for head in ex.map(answer, complaints(stream)):
-                failed |= "error" in head
-                matched |= bool(head.get("matches"))
-                out.write(orjson.dumps(head).decode() + "\n")
+            for heads in ex.map(answer, _chunks(complaints(stream), CHUNK)):
+                for head in heads:
+                    failed |= "error" in head
+                    matched |= bool(head.get("matches"))
+                    out.write(orjson.dumps(head).decode() + "\n")
     finally:
         for pool in pools:
             for source in pool:
@@ -114,26 +127,57 @@ def run_batch(stream: TextIO, sources: list, window: float, out: TextIO | None =
     return 2 if failed else (0 if matched else 1)
 
 
-def _answer(item: tuple[int, dict | None, str | None], sources: list, window: float) -> dict:
+def _answer_chunk(chunk: list[tuple[int, dict | None, str | None]], sources: list,
+                  window: float) -> list[dict]:
+    """The heads of a chunk of complaints, in order: each complaint parsed on its own
+    (a bad line is its own error), then the valid ones looked up together."""
     from ulogpy.tools.natlookup.cli import make_query
 
-    number, fields, error = item
-    head: dict = {"line": number}
-    if fields is not None:
-        head |= {"ip": fields.get("ip"), "port": fields.get("port")}
-    try:
-        if error is not None:
-            raise LookupFailed(error)
-        query, _notes = make_query(_args(fields, window))
+    heads: list[dict] = []
+    pending: list[tuple[dict, Query]] = []
+    for number, fields, error in chunk:
+        head: dict = {"line": number}
+        heads.append(head)
+        if fields is not None:
+            head |= {"ip": fields.get("ip"), "port": fields.get("port")}
+        try:
+            if error is not None:
+                raise LookupFailed(error)
+            query, _notes = make_query(_args(fields, window))
+        except LookupFailed as exc:
+            head["error"] = str(exc)
+            continue
         head |= {"ip": query.ip, "port": query.port, "at": rfc3339(query.at)}
-        matches = lookup_all(sources, query)
-    except LookupFailed as exc:
-        if _source_failure(exc, sources):
-            raise
-        head["error"] = str(exc)
-        return head
-    head["matches"] = [as_dict(f, query) for f in matches]
-    return head
+        pending.append((head, query))
+    queries = [q for _, q in pending]
+    for (head, query), matches in zip(pending, _lookup_chunk(sources, queries), strict=True):
+        if isinstance(matches, LookupFailed):
+            head["error"] = str(matches)
+        else:
+            head["matches"] = [as_dict(f, query) for f in matches]
+    return heads
+
+
+def _lookup_chunk(sources: list, queries: Sequence[Query]) -> list[list[Flow] | LookupFailed]:
+    """Each query's ranked flows over every source (or the error of its lookup)."""
+    found: list[list[Flow] | LookupFailed] = [[] for _ in queries]
+    for source in sources:
+        if hasattr(source, "lookup_many") and queries:
+            for i, flows in enumerate(source.lookup_many(queries)):
+                if not isinstance(found[i], LookupFailed):
+                    found[i].extend(flows)
+            continue
+        for i, query in enumerate(queries):
+            if isinstance(found[i], LookupFailed):
+                continue
+            try:
+                found[i].extend(source.lookup(query))
+            except LookupFailed as exc:
+                if _source_failure(exc, sources):
+                    raise
+                found[i] = exc
+    return [f if isinstance(f, LookupFailed) else rank(f, q)
+            for f, q in zip(found, queries, strict=True)]
 
 
 def lookup_all(sources: list, query: Query) -> list[Flow]:

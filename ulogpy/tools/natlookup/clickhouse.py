@@ -15,12 +15,22 @@ address: the cluster's shards and weights come from `system.clusters` (once per
 source, so a batch pays it once) and the shard from `shard_key`, as the
 Distributed engine picks it (`clickhouse_schema.shard_of`); that shard's replicas
 are tried in turn.  If none answers, the Distributed table is read instead.
+
+`lookup_many` answers a batch's chunk of complaints with a few statements per shard,
+each giving the answers single lookups give.  Complaints of only (address, port,
+time), sorted by time and cut into spans of GROUP_SPAN_S, share one statement
+(`keyed_sql`): the primary key's `IN` over their keys, so each part of the table is
+opened and its index searched once for the lot (on a history of many parts that, not
+the rows, is a lookup's cost), and rows tagged per complaint with `arrayJoin`, then
+grouped, filtered and limited per tag.  The others (proto, remote, no port) go as
+their single statements joined by `UNION ALL` (`union_sql`): one round trip.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 
 from ulogpy.db.clickhouse_schema import (
     LEGACY,
@@ -51,12 +61,15 @@ def lookup_sql(table: str, variant: str, q: Query) -> tuple[str, dict]:
     """The statement (pyformat parameters) for `q`: one row per flow."""
     addr = "IPv6StringToNum(%(ip)s)" if variant == LEGACY else "toIPv6(%(ip)s)"
     raddr = addr.replace("ip)s", "rip)s")
-    where = [f"reply_daddr = {addr}"]
+    # The primary key's columns: PREWHERE reads them first, and the other columns
+    # only of granules where a row passed (the lookback's partitions mostly have none).
+    prewhere = [f"reply_daddr = {addr}"]
+    where: list[str] = []
     params: dict = {"ip": _mapped(q.ip), "lo": int(math.floor(q.lo)),
                     "first": int(math.floor(q.lo)) - LOOKBACK_S,
                     "hi": int(math.floor(q.hi + START_SLACK_S)) + 1, "limit": ROW_LIMIT}
     if q.port is not None:
-        where.append("reply_dport = %(port)s")
+        prewhere.append("reply_dport = %(port)s")
         params["port"] = q.port
     if q.proto is not None:
         where.append("proto = %(proto)s")
@@ -79,14 +92,101 @@ def lookup_sql(table: str, variant: str, q: Query) -> tuple[str, dict]:
         " maxIf(orig_bytes, event = 4), maxIf(reply_bytes, event = 4),"
         " anyLast(mark), any(zone)"
         f" FROM {table}"
-        f" WHERE {' AND '.join(where)}"
+        f" PREWHERE {' AND '.join(prewhere)}"
         " AND start >= toDateTime(%(first)s) AND start <= toDateTime(%(hi)s)"
+        + (f" WHERE {' AND '.join(where)}" if where else "") +
         " GROUP BY firewall, ct_id, proto, orig_saddr, orig_sport, orig_daddr, orig_dport,"
         " reply_daddr, reply_dport"
         " HAVING ends = 0 OR last_end >= %(lo)s"
         " ORDER BY max(start) DESC LIMIT %(limit)s"
     )
     return sql, params
+
+
+_PARAM = re.compile(r"%\((\w+)\)s")
+
+
+def union_sql(table: str, variant: str, qs: Sequence[tuple[int, Query]]) -> tuple[str, dict]:
+    """One statement answering each (tag, query): `lookup_sql`'s, each branch led by
+    its tag column and given its own parameter names, joined by UNION ALL."""
+    branches, params = [], {}
+    for tag, q in qs:
+        sql, p = lookup_sql(table, variant, q)
+        sql = _PARAM.sub(lambda m, t=tag: f"%({m.group(1)}_{t})s", sql)
+        branches.append(sql.replace("SELECT ", f"SELECT toUInt32({int(tag)}) AS q, ", 1))
+        params |= {f"{k}_{tag}": v for k, v in p.items()}
+    return " UNION ALL ".join(branches), params
+
+
+#: A grouped statement's complaints lie within this of each other: it reads the day
+#: partitions of the lookback plus this, not of the whole history, and still shares
+#: each part among several complaints of a sparse batch.
+GROUP_SPAN_S = 86400
+
+
+def keyed_sql(table: str, variant: str, qs: Sequence[tuple[int, Query]]) -> str:
+    """One statement for complaints that give only (address, port, time): the primary
+    key's `IN` over all their (address, port) and the union of their time ranges, so
+    each part of the table is opened once; each row is then tagged (`arrayJoin`) with
+    the complaints whose own range holds it, and grouped, filtered and limited per tag
+    exactly as `lookup_sql` does for one complaint."""
+    addr = "IPv6StringToNum('{}')" if variant == LEGACY else "toIPv6('{}')"
+    addrs = [addr.format(_mapped(q.ip)) for _, q in qs]  # make_query checked the text
+    firsts = [int(math.floor(q.lo)) - LOOKBACK_S for _, q in qs]
+    his = [int(math.floor(q.hi + START_SLACK_S)) + 1 for _, q in qs]
+    los = [int(math.floor(q.lo)) for _, q in qs]
+    keys = ", ".join(f"({a}, {int(q.port)})" for a, (_, q) in zip(addrs, qs, strict=True))
+    return (
+        f"WITH [{', '.join(addrs)}] AS qa, [{', '.join(str(int(q.port)) for _, q in qs)}]"
+        f" AS qp, [{', '.join(map(str, firsts))}] AS qf, [{', '.join(map(str, his))}] AS qh,"
+        f" [{', '.join(map(str, los))}] AS ql, [{', '.join(str(t) for t, _ in qs)}] AS qt"
+        " SELECT qt[tag],"
+        " firewall, ct_id, proto, IPv6NumToString(orig_saddr), orig_sport,"
+        " IPv6NumToString(orig_daddr), orig_dport, IPv6NumToString(reply_daddr), reply_dport,"
+        " minIf(toFloat64(start) + start_us / 1000000, start_exact = 1),"
+        " countIf(start_exact = 1),"
+        " minIf(toFloat64(start) + start_us / 1000000, start_exact = 0),"
+        " countIf(start_exact = 0),"
+        " maxIf(toFloat64(end) + end_us / 1000000, event = 4) AS last_end,"
+        " countIf(event = 4) AS ends,"
+        " maxIf(orig_bytes, event = 4), maxIf(reply_bytes, event = 4),"
+        " anyLast(mark), any(zone),"
+        " arrayJoin(arrayFilter(i -> qa[i] = reply_daddr AND qp[i] = reply_dport"
+        " AND toUInt32(start) >= qf[i] AND toUInt32(start) <= qh[i], arrayEnumerate(qa)))"
+        " AS tag"
+        f" FROM {table}"
+        f" PREWHERE (reply_daddr, reply_dport) IN ({keys})"
+        f" AND start >= toDateTime({min(firsts)}) AND start <= toDateTime({max(his)})"
+        " GROUP BY tag, firewall, ct_id, proto, orig_saddr, orig_sport, orig_daddr,"
+        " orig_dport, reply_daddr, reply_dport"
+        " HAVING ends = 0 OR last_end >= ql[tag]"
+        f" ORDER BY tag, max(start) DESC LIMIT {ROW_LIMIT} BY tag"
+    )
+
+
+def _keyed(q: Query) -> bool:
+    return q.port is not None and q.proto is None and q.remote_ip is None \
+        and q.remote_port is None
+
+
+def statements(table: str, variant: str, group: list[tuple[int, Query]]
+               ) -> list[tuple[str, dict | None]]:
+    """A shard's statements for its complaints: the keyed ones by time spans of
+    GROUP_SPAN_S, the others (proto, remote, no port) as one UNION ALL."""
+    out: list[tuple[str, dict | None]] = []
+    keyed = sorted((x for x in group if _keyed(x[1])), key=lambda x: x[1].at)
+    span: list[tuple[int, Query]] = []
+    for item in keyed:
+        if span and item[1].at - span[0][1].at > GROUP_SPAN_S:
+            out.append((keyed_sql(table, variant, span), None))
+            span = []
+        span.append(item)
+    if span:
+        out.append((keyed_sql(table, variant, span), None))
+    rest = [x for x in group if not _keyed(x[1])]
+    if rest:
+        out.append(union_sql(table, variant, rest))
+    return out
 
 
 def _mapped(text: str) -> str:
@@ -211,6 +311,43 @@ class ClickHouseSource:
                                    f"{self.redact(_first_line(exc))}") from None
         self.notes.extend(truncation_note(len(rows), self.label))
         return rows_to_flows(rows, self.label)
+
+    def lookup_many(self, qs: Sequence[Query]) -> list[list[Flow]]:
+        """The flows of each query (as `lookup` gives them), one statement per shard."""
+        self._connect()
+        tagged = list(enumerate(qs))
+        groups: dict[int | None, list[tuple[int, Query]]] = {}
+        for tag, q in tagged:
+            index = (shard_of(address_bytes(q.ip), [w for w, _ in self.shards])
+                     if self.local and self.shards else None)
+            groups.setdefault(index, []).append((tag, q))
+        answers: list[list[Flow]] = [[] for _ in qs]
+        for index, group in groups.items():
+            rows = None
+            if index is not None:
+                try:
+                    client = self._shard_client(index)
+                    rows = [r for sql, params in statements(self.local, self.variant, group)
+                            for r in client.execute(sql, params)]
+                except Exception:  # that shard is away: the Distributed table may answer
+                    self.shard_clients.pop(index, None)
+                    rows = None
+            if rows is None:
+                table = f"{self.target.database}.{self.table}"
+                try:
+                    rows = [r for sql, params in statements(table, self.variant, group)
+                            for r in self.client.execute(sql, params)]
+                except Exception as exc:
+                    self.close()
+                    raise LookupFailed(f"{self.label}: query failed: "
+                                       f"{self.redact(_first_line(exc))}") from None
+            by_tag: dict[int, list[tuple]] = {tag: [] for tag, _ in group}
+            for row in rows:
+                by_tag[row[0]].append(row[1:20])
+            for tag, found in by_tag.items():
+                self.notes.extend(truncation_note(len(found), self.label))
+                answers[tag] = rows_to_flows(found, self.label)
+        return answers
 
     def close(self) -> None:
         for client in [self.client, *self.shard_clients.values()]:
