@@ -25,6 +25,15 @@ DEBIAN_CONF = Path("/etc/ulogd.conf")
 STACK_RX = re.compile(r"(?m)^#?stack=(.+)$")
 
 
+def _default_paths() -> set[Path]:
+    """What ulogd's default paths hold: an output that fell back to one writes there."""
+    log = Path("/var/log")
+    found = set(log.glob("ulog*"))
+    if (log / "ulog").is_dir():
+        found |= set((log / "ulog").iterdir())
+    return found
+
+
 def _stacks() -> list[str]:
     if not DEBIAN_CONF.exists():
         return []
@@ -32,10 +41,14 @@ def _stacks() -> list[str]:
 
 
 def _alone(stack: str, directory: Path) -> str:
-    """Debian's file with only `stack` enabled and its paths inside `directory`."""
+    """Debian's file with only `stack` enabled and every path it writes inside
+    `directory` (the test checks that no output fell back to a default path)."""
     text = re.sub(r"(?m)^stack=", "#stack=", DEBIAN_CONF.read_text())
     text = text.replace(f"#stack={stack}\n", f"stack={stack}\n", 1)
-    text = text.replace("/var/log/ulog/", f"{directory}/").replace("/var/log/ulog", str(directory))
+    # PCAP, JSON and NACCT have their file commented out (their defaults are in
+    # /var/log): the commented path under /var/log/ulog is used, moved below.
+    text = re.sub(r'(?m)^#(\s*file\s*=\s*"?/var/log/ulog/)', r"\1", text)
+    text = re.sub(r"/var/log/ulog(?=[\"/\s]|$)", str(directory), text)
     text = re.sub(r'(?m)^logfile=.*$', f'logfile="{directory}/ulogd.log"', text)  # not syslog
     return text.replace("/tmp/", f"{directory}/")
 
@@ -73,9 +86,11 @@ def test_debian_stack_alone_checks_and_runs(ns: Netns, tmp_path: Path, stack: st
     assert "OK, 1 stack(s)" in check.stdout
     if ":SYSLOG" in stack:
         return
+    before = _default_paths()
     daemon = UlogdProcess(ns, conf.read_text(), tmp_path / "run", binary=ULOGPY)
     with daemon:
         assert daemon.running()
         code = daemon.stop(timeout=20)
     assert code == 0, daemon.output_text() + daemon.log_text()
     assert "Traceback" not in daemon.output_text() + daemon.log_text()
+    assert _default_paths() == before, "an output wrote outside the test's directory"
