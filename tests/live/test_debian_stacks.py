@@ -26,11 +26,13 @@ STACK_RX = re.compile(r"(?m)^#?stack=(.+)$")
 
 
 def _default_paths() -> set[Path]:
-    """What ulogd's default paths hold: an output that fell back to one writes there."""
-    log = Path("/var/log")
+    """What the default paths hold (ulogd's files, ulogpy's spool): an output that
+    fell back to one writes there."""
+    log, spool = Path("/var/log"), Path("/var/lib/ulogpy/spool")
     found = set(log.glob("ulog*"))
-    if (log / "ulog").is_dir():
-        found |= set((log / "ulog").iterdir())
+    for directory in (log / "ulog", spool):
+        if directory.is_dir():
+            found |= set(directory.iterdir())
     return found
 
 
@@ -50,6 +52,8 @@ def _alone(stack: str, directory: Path) -> str:
     text = re.sub(r'(?m)^#(\s*file\s*=\s*"?/var/log/ulog/)', r"\1", text)
     text = re.sub(r"/var/log/ulog(?=[\"/\s]|$)", str(directory), text)
     text = re.sub(r'(?m)^logfile=.*$', f'logfile="{directory}/ulogd.log"', text)  # not syslog
+    output = stack.rsplit(",", 1)[1].split(":")[0]  # its spool too (databases spool)
+    text = text.replace(f"[{output}]\n", f'[{output}]\nspool_dir="{directory}/spool"\n', 1)
     return text.replace("/tmp/", f"{directory}/")
 
 
