@@ -362,8 +362,9 @@ def test_nfacct_readings_through_insert_nfacct(my, tmp_path, monkeypatch):
             if proto:
                 ns.run(["iptables", "-A", "OUTPUT", "-p", proto, "-m", "nfacct",
                         "--nfacct-name", name])
-        procs = {d: UlogdProcess(ns, ACCT_CONF.format(db=db), tmp_path / d,
-                                 binary=ULOGPY if d == "ulogpy" else "/usr/sbin/ulogd")
+        procs = {d: UlogdProcess(ns, ACCT_CONF.format(db=db) + (
+                     f'spool_dir="{tmp_path / "spool"}"\n' if d == "ulogpy" else ""),
+                     tmp_path / d, binary=ULOGPY if d == "ulogpy" else "/usr/sbin/ulogd")
                  for d, db in dbs.items()}
         with procs["ulogd"], procs["ulogpy"]:
             ns.run(["ping", "-q", "-c", "3", "-i", "0.01", "-s", "56", "127.0.0.1"])
