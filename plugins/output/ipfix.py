@@ -42,7 +42,6 @@ Sample configuration::
 
 from __future__ import annotations
 
-import select
 import socket
 import time
 
@@ -66,6 +65,7 @@ from ulogpy.core.plugin import (
     counters,
 )
 from ulogpy.delivery.options import queue_options
+from ulogpy.transports.sockets import closed_by_peer
 
 #: Seconds a send or a connect may take before the collector counts as gone.
 SEND_TIMEOUT = 5.0
@@ -182,18 +182,10 @@ class CollectorTransport:
         return sent
 
     def _check_peer(self, sock: socket.socket) -> None:
-        """A collector sends nothing: readable means it closed or reset the connection.
-        Noticed before sending, so no message goes into a dead connection's buffer."""
-        if not select.select([sock], [], [], 0)[0]:
-            return
-        try:
-            data = sock.recv(1, socket.MSG_PEEK)
-        except OSError as exc:
-            raise Unavailable(f"Failure sending message to {self.target}: "
-                              f"{exc.strerror or exc}") from None
-        if not data:
-            raise Unavailable(f"Failure sending message to {self.target}: connection "
-                              "closed by peer")
+        """Noticed before sending, so no message goes into a dead connection's buffer."""
+        problem = closed_by_peer(sock, self.target)
+        if problem:
+            raise Unavailable(problem)
 
     def close(self) -> None:
         if self.sock is not None:

@@ -45,6 +45,21 @@ UNIX_PATH_MAX = 108
 _TRANSIENT = (BlockingIOError, InterruptedError, TimeoutError)
 
 
+def closed_by_peer(sock: socket.socket, target: str) -> str | None:
+    """Why a stream peer that never sends (a log collector) is gone, or None: whatever
+    it sent is read and dropped, end of file or an error means it closed or reset.
+    Never blocks, whatever the socket's own timeout."""
+    try:
+        data = sock.recv(65536, socket.MSG_DONTWAIT)
+    except _TRANSIENT:
+        return None
+    except OSError as exc:
+        return f"Failure sending message to {target}: {exc.strerror or exc}"
+    if not data:
+        return f"Failure sending message to {target}: connection closed by peer"
+    return None
+
+
 @dataclass(frozen=True)
 class Endpoint:
     """Where records go: `unix` uses `path`, `tcp`/`udp` use `host` and `port`."""
@@ -250,17 +265,7 @@ class SocketTransport:
 
     def peer_closed(self) -> str | None:
         """The peer has nothing to say: readable means it closed or reset; why, or None."""
-        if self.sock is None:
-            return None
-        try:
-            data = self.sock.recv(65536)
-        except _TRANSIENT:
-            return None
-        except OSError as exc:
-            return f"Failure sending message to {self.target}: {exc.strerror or exc}"
-        if not data:
-            return f"Failure sending message to {self.target}: connection closed by peer"
-        return None
+        return None if self.sock is None else closed_by_peer(self.sock, self.target)
 
     def close(self) -> None:
         self._close_socket()
