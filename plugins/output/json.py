@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from operator import itemgetter
 
+from ulogpy import fastpath
 from ulogpy.core.codegen import define
 from ulogpy.core.keys import KeyType
 from ulogpy.core.plugin import DataType, Option, OutputPlugin, PluginError
@@ -111,6 +112,26 @@ def compile_render(head: list[str], ts_prefix: str | None, dvc: str,
     return define(lines, "render", "JSON render", scope)
 
 
+def compiled_line(head: list[str], ts_prefix: str | None, dvc: str,
+                  fields: tuple[tuple[str, object, str, tuple[str, ...]], ...]) -> Render | None:
+    """The compiled twin of `JSON._generic` for `fields`, or None where it is not built.
+
+    It writes the same bytes as the generic way (tests/unit/test_fastpath.py) for
+    every record, and returns None where the generic way must decide (a string key
+    holding no str, or text that is not valid UTF-8).
+    """
+    if fastpath.compiled is None:
+        return None
+    if ts_prefix is not None:
+        lead, after = "{" + ", ".join([*head, ts_prefix]), ", " + dvc
+    else:
+        lead, after = "{" + ", ".join([*head, dvc]), ""
+    table = tuple(((", " + prefix).encode(), render is json_string, (name, *others))
+                  for prefix, render, name, others in fields)
+    return fastpath.compiled.JsonLine(lead.encode(), after.encode(), ts_prefix is not None,
+                                      table)
+
+
 class JSON(FileOutput):
     name = "JSON"
     description = "JSON lines (Logstash, Splunk, Elasticsearch)"
@@ -178,6 +199,9 @@ class JSON(FileOutput):
         self._renders: dict[tuple, Render] = {}
         self._fallback: Render = lambda record, ts: None
         self._stamps: dict[int, tuple[str, str, str]] = {}
+        #: The compiled line writer over `fields`, where it is built (see `compiled_line`).
+        self._line = None if self.custom_render else compiled_line(self.head, self.ts_prefix,
+                                                                   self.dvc, self.fields)
 
     def batching(self) -> tuple[int, float]:
         return super().batching() if self.mode == "file" else OutputPlugin.batching(self)
@@ -186,6 +210,10 @@ class JSON(FileOutput):
         return super().stop_timeout() if self.mode == "file" else CLOSE_GRACE
 
     def render(self, record: dict) -> str:
+        if self._line is not None:
+            line = self._line(record, self._timestamp(record) if self.ts_prefix is not None
+                              else "")
+            return line if line is not None else self._generic(record)
         render = self._renders.get(tuple(record))
         if render is None:
             render = self._compile(record)

@@ -136,11 +136,12 @@ def files(tmp_path: Path) -> Files:
 
 
 @contextlib.contextmanager
-def daemon(ns: str, f: Files, *args: str) -> Iterator[subprocess.Popen[str]]:
+def daemon(ns: str, f: Files, *args: str,
+           env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[str]]:
     """Run `ulogpy -c CONF ARGS` in `ns` until initialization finished; kill it at the end."""
     proc = subprocess.Popen(
         ["ip", "netns", "exec", ns, ULOGPY, "-c", str(f.conf), *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )
     try:
         def ready() -> bool:
@@ -281,6 +282,34 @@ def test_drops_privileges_after_opening_sockets(ns: str, files: Files) -> None:
                  what="a flow logged after dropping privileges")
         stop(proc)
     assert "running as user nobody" in files.own.read_text()
+
+
+@pytest.mark.parametrize("pure", [False, True], ids=["compiled", "pure"])
+def test_start_says_once_which_path_runs(ns: str, files: Files, pure: bool) -> None:
+    """The compiled fast path is built here (scripts/setup builds it); ULOGPY_PURE=1
+    turns it off, and the daemon says so once, at NOTICE, and still logs flows."""
+    from ulogpy import fastpath
+
+    if not pure and fastpath.compiled is None:
+        pytest.fail(f"the compiled fast path should be built here: {fastpath.reason}")
+    env = dict(os.environ)
+    env.pop("ULOGPY_PURE", None)
+    if pure:
+        env["ULOGPY_PURE"] = "1"
+    files.write(sync=1)
+    with daemon(ns, files, env=env) as proc:
+        sport = udp_flow(ns)
+        wait_for(lambda: emu_has(files.emu, sport), what="one flow")
+        stop(proc)
+    text = files.own.read_text()
+    if pure:
+        assert text.count("pure-Python path: ULOGPY_PURE is set") == 1
+        assert re.search(r" <5> .*pure-Python path: ULOGPY_PURE is set in the environment", text)
+        assert "compiled fast path on" not in text
+    else:
+        assert text.count("compiled fast path on (ulogpy._fastpath)") == 1
+        assert "pure-Python path" not in text
+    assert f'"orig.l4.sport": {sport}, ' in files.json.read_text()
 
 
 def test_own_log_line_shape(ns: str, files: Files) -> None:

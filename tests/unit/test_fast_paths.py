@@ -1,7 +1,9 @@
-"""The hot path's compiled shortcuts give exactly what the generic code gives.
+"""The hot path's generated shortcuts give exactly what the generic code gives.
 
-The conntrack decoder learns message layouts and decodes a known layout with one
-struct call; JSON compiles one render function per key set.  Both must agree with
+The pure-Python conntrack decoder learns message layouts and decodes a known layout
+with one struct call; JSON compiles one render function per key set (or, where
+`ulogpy._fastpath` is built, writes lines in C: tests/unit/test_fastpath.py compares
+that with both).  Both must agree with
 the generic table walker and the field-by-field renderer on real kernel messages,
 on damaged copies of them, and on records whose strings need escaping.
 """
@@ -41,10 +43,10 @@ def _decode(message: bytes, decoder: conntrack.CtDecoder):
 
 
 def _both_ways(messages: list[bytes]) -> tuple[list, list]:
-    plain = conntrack.CtDecoder(learn=False)
+    plain = conntrack.CtDecoder(learn=False, compiled=False)
     walker = [_decode(m, plain) for m in messages]
     assert not plain.shapes
-    fast = conntrack.CtDecoder()
+    fast = conntrack.CtDecoder(compiled=False)
     for m in messages:  # learn the layouts, then decode through them
         _decode(m, fast)
     assert fast.shapes

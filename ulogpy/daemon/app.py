@@ -6,7 +6,7 @@ import logging
 import signal
 import sys
 
-from ulogpy import __version__
+from ulogpy import __version__, fastpath
 from ulogpy.config.errors import ConfigError
 from ulogpy.core.plugin import Plugin, PluginError
 from ulogpy.core.stack import Pipeline, load_pipeline
@@ -60,6 +60,8 @@ def run(opts) -> int:
         return _fail(str(exc))
 
     log.info("ulogpy Version %s starting with %s", __version__, config.path)
+    # Once, at start: which per-event path runs (NOTICE when it is the slower one).
+    log.log(logging.INFO if fastpath.compiled is not None else NOTICE, "%s", fastpath.status())
     loop = Loop()
     started: list[Plugin] = []
     inst: Plugin | None = None

@@ -31,6 +31,7 @@ import struct
 from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
+from ulogpy import fastpath
 from ulogpy.core.codegen import define
 
 NLA_F_NESTED = 0x8000
@@ -225,6 +226,27 @@ def walk(buf: bytes, start: int, end: int, table: Table, out: dict[str, Any]) ->
             pos += (alen + 3) & ~3
     except struct.error:
         raise MalformedMessage(f"attribute header truncated at {pos}") from None
+
+
+def table_walker(table: Table, compiled: bool = True) -> Any:
+    """`walk` bound to `table`: ``walker(buf, start, end, out)``.
+
+    The compiled walker of `ulogpy.fastpath` where it is built (and `compiled` is
+    on), converted from `table` once here; else the Python loop above.  Same
+    results, same `MalformedMessage` errors.
+    """
+    if compiled and fastpath.compiled is not None:
+        return fastpath.compiled.Walker(table, MalformedMessage)
+
+    def walker(buf: bytes, start: int, end: int, out: dict[str, Any]) -> None:
+        walk(buf, start, end, table, out)
+
+    return walker
+
+
+def is_compiled(walker: Any) -> bool:
+    """Whether `walker` (from `table_walker`) is the compiled one."""
+    return fastpath.compiled is not None and isinstance(walker, fastpath.compiled.Walker)
 
 
 class MessageShape(NamedTuple):

@@ -30,14 +30,15 @@ from ulogpy.netlink.attrs import (
     be16,
     be32,
     be64,
+    is_compiled,
     message_length,
     message_shape,
     nested,
     nested_raw,
     raw_bytes,
     skip,
+    table_walker,
     u8,
-    walk,
 )
 from ulogpy.netlink.nlsock import NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST, NLMSGHDR
 from ulogpy.netlink.shapes import ShapeCache
@@ -324,7 +325,14 @@ class CtDecoder(ShapeCache):
     and `reset_shapes` work on `default_decoder`, shared by the process.
     """
 
-    __slots__ = ()
+    __slots__ = ("walk",)
+
+    def __init__(self, learn: bool = True, compiled: bool = True) -> None:
+        #: ``walk(buf, start, end, out)`` over `CT_TABLE`: compiled where it is built.
+        self.walk = table_walker(CT_TABLE, compiled)
+        # The compiled walker beats a learnt shape (0.8 against 3 us per message on the
+        # recorded fixtures): with it, nothing is learnt.
+        super().__init__(learn and not is_compiled(self.walk))
 
     def decode(
         self, buf: bytes | bytearray | memoryview, offset: int = 0, length: int | None = None
@@ -359,7 +367,7 @@ class CtDecoder(ShapeCache):
             for mask, image, fill in shapes:
                 if img & mask == image:
                     return fill(buf, offset + _MIN_LEN, event, mtype & 0xFF, mflags)
-        ev = _decode_walk(buf, offset, mlen, event, mtype, mflags, family)
+        ev = _decode_walk(self.walk, buf, offset, mlen, event, mtype, mflags, family)
         if self.attempts > 0:
             self._learn(buf, offset, mlen, ev)
         return ev
@@ -372,12 +380,12 @@ class CtDecoder(ShapeCache):
         self.keep(mlen << 8 | ev.family, fill, 2)  # (mask, image, fill): a new mask/image
 
 
-def _decode_walk(buf: bytes, offset: int, mlen: int, event: int, mtype: int, mflags: int,
-                 family: int) -> CtEvent:
+def _decode_walk(walk: Any, buf: bytes, offset: int, mlen: int, event: int, mtype: int,
+                 mflags: int, family: int) -> CtEvent:
     """The generic way: the table walker, then ulogd's validity rules."""
     v = _ALWAYS.copy()
     v["oob.family"] = family
-    walk(buf, offset + _MIN_LEN, offset + mlen, CT_TABLE, v)
+    walk(buf, offset + _MIN_LEN, offset + mlen, v)
 
     pop = v.pop
     orig = pop(_X_ORIG, b"")

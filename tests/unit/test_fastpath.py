@@ -1,0 +1,201 @@
+"""The compiled fast path and the pure-Python path give identical results.
+
+`ulogpy._fastpath` is driven by the tables the Python code declares; these
+properties check, on the recorded kernel messages and on fuzzed mutations of
+them, that both paths produce the same records (same keys in the same order,
+same values), the same output bytes, and the same errors (class and message).
+They run only where the extension is built (scripts/setup builds it; the daemon
+test `test_start_says_once_which_path_runs` fails where it should be and is not).
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tests.unit.test_fast_paths import _messages
+from ulogpy import fastpath
+from ulogpy.config.load import load_config
+from ulogpy.core.stack import build_pipeline
+from ulogpy.netlink import attrs, conntrack
+from ulogpy.netlink.attrs import MalformedMessage
+
+pytestmark = pytest.mark.skipif(fastpath.compiled is None,
+                                reason=f"compiled fast path absent: {fastpath.reason}")
+
+SLOTS = ("event", "msg_type", "flags", "family", "start_ns", "stop_ns", "event_ns",
+         "tuple_key", "zone", "status", "icmp_id", "icmpv6_type", "icmpv6_code")
+
+
+MESSAGES = _messages()
+PURE_WALK = attrs.table_walker(conntrack.CT_TABLE, compiled=False)
+FAST_WALK = attrs.table_walker(conntrack.CT_TABLE)
+
+
+def _walked(walker, buf: bytes, start: int, end: int):
+    out: dict = {}
+    try:
+        walker(buf, start, end, out)
+    except MalformedMessage as exc:
+        return ("error", type(exc), str(exc), list(out.items()))
+    return list(out.items())
+
+
+def _decoded(decoder: conntrack.CtDecoder, buf: bytes):
+    try:
+        ev = decoder.decode(buf)
+    except MalformedMessage as exc:
+        return ("error", type(exc), str(exc))
+    if ev is None:
+        return None
+    return (list(ev.values.items()), *(getattr(ev, s) for s in SLOTS))
+
+
+def test_the_compiled_walker_is_the_one_decoders_use() -> None:
+    assert attrs.is_compiled(FAST_WALK) and not attrs.is_compiled(PURE_WALK)
+    assert attrs.is_compiled(conntrack.CtDecoder().walk)
+    assert conntrack.CtDecoder().attempts == 0  # nothing to learn: the walker is faster
+
+
+def test_recorded_messages_walk_and_decode_alike() -> None:
+    pure, learnt, fast = (conntrack.CtDecoder(learn=False, compiled=False),
+                          conntrack.CtDecoder(compiled=False), conntrack.CtDecoder())
+    for m in MESSAGES:
+        assert _walked(FAST_WALK, m, 20, len(m)) == _walked(PURE_WALK, m, 20, len(m))
+        want = _decoded(pure, m)
+        assert _decoded(fast, m) == want
+        assert _decoded(learnt, m) == want
+    assert len(MESSAGES) > 50
+
+
+def _mutations(data: st.DataObject, message: bytes) -> bytes:
+    b = bytearray(message)
+    for _ in range(data.draw(st.integers(1, 4))):
+        op = data.draw(st.sampled_from(["flip", "cut", "insert", "length"]))
+        if op == "flip" and len(b) > 16:
+            b[data.draw(st.integers(16, len(b) - 1))] = data.draw(st.integers(0, 255))
+        elif op == "cut" and len(b) > 20:
+            del b[data.draw(st.integers(20, len(b) - 1)):]
+        elif op == "insert":
+            at = data.draw(st.integers(16, len(b)))
+            b[at:at] = data.draw(st.binary(min_size=1, max_size=12))
+        elif op == "length" and len(b) > 24:  # an attribute header's length word
+            at = data.draw(st.integers(20, len(b) - 4)) & ~3
+            b[at:at + 2] = data.draw(st.integers(0, 0xFFFF)).to_bytes(2, "little")
+    return bytes(b)
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_fuzzed_messages_walk_and_decode_alike(data: st.DataObject) -> None:
+    message = _mutations(data, data.draw(st.sampled_from(MESSAGES)))
+    end = data.draw(st.integers(20, len(message))) if len(message) > 20 else len(message)
+    assert _walked(FAST_WALK, message, 20, end) == _walked(PURE_WALK, message, 20, end)
+    assert _decoded(conntrack.CtDecoder(), message) == \
+        _decoded(conntrack.CtDecoder(learn=False, compiled=False), message)
+
+
+def test_random_damage_everywhere_walks_alike() -> None:
+    """Many more mutations than hypothesis runs, seeded: one byte anywhere, any value."""
+    rng = random.Random(16)
+    for m in MESSAGES:
+        for _ in range(200):
+            b = bytearray(m)
+            b[rng.randrange(len(b))] = rng.randrange(256)
+            buf = bytes(b)
+            assert _walked(FAST_WALK, buf, 20, len(buf)) == _walked(PURE_WALK, buf, 20, len(buf))
+
+
+def test_a_table_the_walker_cannot_take_is_refused() -> None:
+    with pytest.raises(ValueError):
+        fastpath.compiled.Walker({1: (0, "x", None, 2, ">h")}, MalformedMessage)  # signed
+    with pytest.raises(ValueError):
+        fastpath.compiled.Walker({1: (9, "x", None, 2, "")}, MalformedMessage)
+
+
+# ------------------------------------------------------------------ JSON lines
+
+@pytest.fixture(scope="module")
+def json_outputs(tmp_path_factory: pytest.TempPathFactory):
+    """JSON instances of the stacks the benchmarks run, with and without time stamps."""
+    d = tmp_path_factory.mktemp("fastjson")
+    outs = []
+    for n, extra in enumerate(["", "timestamp=0\n", "eventv1=1\ndevice=\"fw\tone\"\n"]):
+        conf = d / f"j{n}.conf"
+        conf.write_text("[global]\nstack=ct1:NFCT,ip2str1:IP2STR,json1:JSON\n[ct1]\n"
+                        f'[json1]\nfile="{d}/j{n}.json"\n{extra}')
+        pipeline = build_pipeline(load_config(str(conf)))
+        outs.append((pipeline.stacks[0].filters[0], pipeline.stacks[0].output))
+    assert all(out._line is not None for _f, out in outs)
+    return outs
+
+
+def _lines(out, record: dict) -> tuple:
+    """(compiled line, generated-function line, field-by-field line): text or error class."""
+    def attempt(render) -> object:
+        try:
+            return render(record)
+        except Exception as exc:  # noqa: BLE001 - the class is what is compared
+            return type(exc)
+
+    compiled = out._line
+    try:
+        first = attempt(out.render)
+        out._line = None
+        second = attempt(out.render)
+    finally:
+        out._line = compiled
+    return first, second, attempt(out._generic)
+
+
+def _recorded_records(ip2str) -> list[dict]:
+    records = []
+    for m in MESSAGES:
+        ev = conntrack.decode_ct(m)
+        if ev is not None:
+            rec = dict(ev.values, **{"ct.event": ev.event, "flow.start.sec": 1795729219})
+            ip2str.interp(rec)
+            records.append(rec)
+    return records
+
+
+def test_recorded_records_give_the_same_json_bytes(json_outputs) -> None:
+    for ip2str, out in json_outputs:
+        records = _recorded_records(ip2str)
+        odd = dict(records[0])  # every ASCII character, then some that are not ASCII
+        odd["reply.ip.saddr.str"] = "".join(map(chr, range(128))) + "\u00e9\u20ac\U0001f600"
+        for rec in [*records, odd]:
+            compiled, generated, generic = _lines(out, rec)
+            assert compiled == generated == generic
+            assert isinstance(compiled, str)
+        assert '\\u001F !\\"#' in compiled and "\\b\\t\\n\\u000B\\f\\r" in compiled
+
+
+TEXT = st.text(st.characters(blacklist_categories=()), max_size=12)
+VALUES = st.one_of(
+    st.integers(-(2**70), 2**70), st.booleans(), st.none(), TEXT,
+    st.binary(max_size=4), st.floats(allow_nan=False),
+)
+
+
+@settings(max_examples=800, deadline=None, suppress_health_check=[
+    HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_any_record_gives_the_same_json_bytes(json_outputs, data: st.DataObject) -> None:
+    """Odd values on any key: escapes, surrogates, huge and negative numbers, bools,
+    None, bytes where a string belongs; the three ways agree, or fail alike."""
+    ip2str, out = json_outputs[data.draw(st.integers(0, len(json_outputs) - 1))]
+    base = data.draw(st.sampled_from(_recorded_records(ip2str)))
+    rec = dict(base)
+    keys = [name for _p, _r, name, others in out.fields for name in (name, *others)]
+    for key in data.draw(st.lists(st.sampled_from(keys), max_size=6)):
+        rec[key] = data.draw(VALUES)
+    if data.draw(st.booleans()):
+        rec["oob.time.sec"] = data.draw(st.integers(1, 2**31))
+    compiled, generated, generic = _lines(out, rec)
+    assert compiled == generic
+    if None not in rec.values():  # (records never hold None; the generated way assumes it)
+        assert generated == generic
