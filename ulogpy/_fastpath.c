@@ -168,6 +168,8 @@ typedef struct {
     PyObject_HEAD
     tlv_table *root;
     PyObject *malformed;  /* the exception class to raise */
+    PyObject *extras;     /* ((name, default), ...): taken out of the record by split() */
+    PyObject *rules;      /* ((key, allowed set, (name, ...)), ...): validity rules */
 } Walker;
 
 static int tlv_walk(Walker *w, PyObject *bufobj, const unsigned char *buf, Py_ssize_t buflen,
@@ -247,11 +249,88 @@ static PyObject *Walker_call(Walker *self, PyObject *args, PyObject *kw)
     Py_RETURN_NONE;
 }
 
+/* split(buf, start, end, out): walk, take the extras out, apply the rules. */
+static PyObject *Walker_split(Walker *self, PyObject *args)
+{
+    PyObject *r = Walker_call(self, args, NULL);
+    if (r == NULL) return NULL;
+    Py_DECREF(r);
+    PyObject *out = PyTuple_GET_ITEM(args, 3);
+    Py_ssize_t n = PyTuple_GET_SIZE(self->extras);
+    PyObject *got = PyTuple_New(n);
+    if (got == NULL) return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *pair = PyTuple_GET_ITEM(self->extras, i), *name = PyTuple_GET_ITEM(pair, 0);
+        PyObject *v = PyDict_GetItemWithError(out, name);
+        if (v == NULL) {
+            if (PyErr_Occurred()) goto fail;
+            v = PyTuple_GET_ITEM(pair, 1);
+            Py_INCREF(v);
+        } else {
+            Py_INCREF(v);
+            if (PyDict_DelItem(out, name) < 0) { Py_DECREF(v); goto fail; }
+        }
+        PyTuple_SET_ITEM(got, i, v);
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(self->rules); i++) {
+        PyObject *rule = PyTuple_GET_ITEM(self->rules, i);
+        PyObject *v = PyDict_GetItemWithError(out, PyTuple_GET_ITEM(rule, 0));
+        int ok = 0;
+        if (v == NULL && PyErr_Occurred()) goto fail;
+        if (v != NULL && (ok = PySet_Contains(PyTuple_GET_ITEM(rule, 1), v)) < 0) goto fail;
+        if (ok) continue;
+        PyObject *drop = PyTuple_GET_ITEM(rule, 2);
+        for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(drop); k++) {
+            PyObject *name = PyTuple_GET_ITEM(drop, k);
+            int has = PyDict_Contains(out, name);
+            if (has < 0 || (has && PyDict_DelItem(out, name) < 0)) goto fail;
+        }
+    }
+    return got;
+fail:
+    Py_DECREF(got);
+    return NULL;
+}
+
+static int check_finish(PyObject *extras, PyObject *rules)
+{
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(extras); i++) {
+        PyObject *e = PyTuple_GET_ITEM(extras, i);
+        if (!PyTuple_Check(e) || PyTuple_GET_SIZE(e) != 2 || !PyUnicode_Check(PyTuple_GET_ITEM(e, 0)))
+            goto bad;
+    }
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(rules); i++) {
+        PyObject *r = PyTuple_GET_ITEM(rules, i), *drop;
+        if (!PyTuple_Check(r) || PyTuple_GET_SIZE(r) != 3 || !PyUnicode_Check(PyTuple_GET_ITEM(r, 0))
+            || !PyAnySet_Check(PyTuple_GET_ITEM(r, 1)) || !PyTuple_Check(drop = PyTuple_GET_ITEM(r, 2)))
+            goto bad;
+        for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(drop); k++)
+            if (!PyUnicode_Check(PyTuple_GET_ITEM(drop, k))) goto bad;
+    }
+    return 0;
+bad:
+    PyErr_SetString(PyExc_ValueError, "extras: ((name, default), ...); "
+                    "rules: ((key, frozenset, (name, ...)), ...)");
+    return -1;
+}
+
 static int Walker_init(Walker *self, PyObject *args, PyObject *kw)
 {
-    PyObject *table, *malformed;
-    static char *names[] = {"table", "malformed", NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO", names, &table, &malformed)) return -1;
+    PyObject *table, *malformed, *extras = NULL, *rules = NULL;
+    static char *names[] = {"table", "malformed", "extras", "rules", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO|O!O!", names, &table, &malformed,
+                                     &PyTuple_Type, &extras, &PyTuple_Type, &rules))
+        return -1;
+    PyObject *empty = PyTuple_New(0);
+    if (empty == NULL) return -1;
+    extras = extras ? extras : empty;
+    rules = rules ? rules : empty;
+    if (check_finish(extras, rules) < 0) { Py_DECREF(empty); return -1; }
+    Py_INCREF(extras);
+    Py_XSETREF(self->extras, extras);
+    Py_INCREF(rules);
+    Py_XSETREF(self->rules, rules);
+    Py_DECREF(empty);
     tlv_table *root = tlv_build(table, 0);
     if (root == NULL) return -1;
     tlv_free(self->root);
@@ -265,19 +344,28 @@ static void Walker_dealloc(Walker *self)
 {
     tlv_free(self->root);
     Py_XDECREF(self->malformed);
+    Py_XDECREF(self->extras);
+    Py_XDECREF(self->rules);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
+
+static PyMethodDef Walker_methods[] = {
+    {"split", (PyCFunction)Walker_split, METH_VARARGS,
+     PyDoc_STR("split(buf, start, end, out) -> the extras: walk, take them out, apply rules")},
+    {NULL, NULL, 0, NULL},
+};
 
 static PyTypeObject WalkerType = {
     PyVarObject_HEAD_INIT(NULL, 0)
     .tp_name = "ulogpy._fastpath.Walker",
-    .tp_doc = PyDoc_STR("Walker(table, malformed)(buf, start, end, out): attrs.walk in C."),
+    .tp_doc = PyDoc_STR("Walker(table, malformed, extras=(), rules=()): attrs.Splitter in C."),
     .tp_basicsize = sizeof(Walker),
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)Walker_init,
     .tp_dealloc = (destructor)Walker_dealloc,
     .tp_call = (ternaryfunc)Walker_call,
+    .tp_methods = Walker_methods,
 };
 
 /* ------------------------------------------------------------- JSON lines */

@@ -228,20 +228,48 @@ def walk(buf: bytes, start: int, end: int, table: Table, out: dict[str, Any]) ->
         raise MalformedMessage(f"attribute header truncated at {pos}") from None
 
 
-def table_walker(table: Table, compiled: bool = True) -> Any:
-    """`walk` bound to `table`: ``walker(buf, start, end, out)``.
+#: A validity rule applied after a walk: when the record's value of `key` is not in
+#: `allowed`, the keys in `drop` are removed (ulogd's "valid only for" rules).
+Rule = tuple[str, frozenset, tuple[str, ...]]
 
-    The compiled walker of `ulogpy.fastpath` where it is built (and `compiled` is
-    on), converted from `table` once here; else the Python loop above.  Same
-    results, same `MalformedMessage` errors.
+
+class Walker:
+    """`walk` bound to a table, plus what a decoder does right after it (`split`).
+
+    The pure twin of the compiled `ulogpy._fastpath.Walker`: same constructor, same
+    results, same `MalformedMessage` errors.  `extras` are walker outputs that are
+    not record keys, taken out (with their defaults) by `split`; `rules` are `Rule`s.
     """
+
+    __slots__ = ("table", "extras", "rules")
+
+    def __init__(self, table: Table, malformed: type = MalformedMessage,
+                 extras: tuple[tuple[str, Any], ...] = (), rules: tuple[Rule, ...] = ()) -> None:
+        self.table, self.extras, self.rules = table, extras, rules
+
+    def __call__(self, buf: bytes, start: int, end: int, out: dict[str, Any]) -> None:
+        walk(buf, start, end, self.table, out)
+
+    def split(self, buf: bytes, start: int, end: int, out: dict[str, Any]) -> tuple:
+        """Walk into `out`, take the extras out of it (in order), then apply the rules."""
+        walk(buf, start, end, self.table, out)
+        pop = out.pop
+        got = tuple([pop(name, default) for name, default in self.extras])
+        get = out.get
+        for key, allowed, drop in self.rules:
+            if get(key) not in allowed:
+                for name in drop:
+                    pop(name, None)
+        return got
+
+
+def table_walker(table: Table, compiled: bool = True, extras: tuple[tuple[str, Any], ...] = (),
+                 rules: tuple[Rule, ...] = ()) -> Any:
+    """A `Walker` of `table`: the compiled one of `ulogpy.fastpath` where it is built
+    (and `compiled` is on), converted from `table` once here; else the Python one."""
     if compiled and fastpath.compiled is not None:
-        return fastpath.compiled.Walker(table, MalformedMessage)
-
-    def walker(buf: bytes, start: int, end: int, out: dict[str, Any]) -> None:
-        walk(buf, start, end, table, out)
-
-    return walker
+        return fastpath.compiled.Walker(table, MalformedMessage, extras, rules)
+    return Walker(table, MalformedMessage, extras, rules)
 
 
 def is_compiled(walker: Any) -> bool:
