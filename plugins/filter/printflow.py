@@ -14,23 +14,31 @@ _PORTED = {6: "PROTO=TCP ", 17: "PROTO=UDP "}
 _PLAIN = {50: "PROTO=ESP ", 51: "PROTO=AH "}
 
 
+#: Each direction's key names, made once (this runs for every flow).
+_NAMES = {d: tuple(f"{d}.{name}" for name in ("ip.saddr.str", "ip.daddr.str", "ip.protocol",
+                                                "l4.sport", "l4.dport", "raw.pktcount",
+                                                "raw.pktlen"))
+          for d in ("orig", "reply")}
+
+
 def _direction(record: dict, d: str) -> str:
     get = record.get
+    k_saddr, k_daddr, k_proto, k_sport, k_dport, k_pkts, k_bytes = _NAMES[d]
     out = []
-    saddr = get(d + ".ip.saddr.str")
+    saddr = get(k_saddr)
     if saddr is not None:
         out.append(f"SRC={saddr} ")
-    daddr = get(d + ".ip.daddr.str")
+    daddr = get(k_daddr)
     if daddr is not None:
         out.append(f"DST={daddr} ")
-    proto = get(d + ".ip.protocol")
+    proto = get(k_proto)
     if proto is not None:
         if proto in _PORTED:
             out.append(_PORTED[proto])
-            sport = get(d + ".l4.sport")
+            sport = get(k_sport)
             if sport is not None:
                 out.append(f"SPT={sport} ")
-            dport = get(d + ".l4.dport")
+            dport = get(k_dport)
             if dport is not None:
                 out.append(f"DPT={dport} ")
         elif proto == 1:
@@ -45,10 +53,10 @@ def _direction(record: dict, d: str) -> str:
             out.append(_PLAIN[proto])
         else:
             out.append(f"PROTO={proto} ")
-    pkts = get(d + ".raw.pktcount")
+    pkts = get(k_pkts)
     if pkts is not None:
         out.append(f"PKTS={pkts} ")
-    nbytes = get(d + ".raw.pktlen")
+    nbytes = get(k_bytes)
     if nbytes is not None:
         out.append(f"BYTES={nbytes} ")
     return "".join(out)

@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ulogpy.core.codegen import define
 from ulogpy.core.keys import KeyType
 
 Render = Callable[[Any], Any]
@@ -102,17 +103,39 @@ dbi_sqlite_renderer = _dialect(ints=_sqlite_int, boolean=int, ipaddr=_slot32,
                                string=_c_string)
 
 
+#: Renderings whose common case is inlined in a generated row builder: the test a value
+#: passes to be stored as it is (the rendering would return it unchanged).
+_AS_IS = {
+    _sqlite_int: "{first}.__class__ is int and -_I64_MAX <= {v} <= _I64_MAX",
+    _c_string: "{first}.__class__ is str and '\\0' not in {v}",
+    int: "{first}.__class__ is int",
+}
+
+
 def row_builder(columns: list[tuple[str, Render | None]]) -> Callable[[dict], tuple]:
-    """A function from a record to the tuple of column values (None where absent)."""
-    plan = tuple(columns)
+    """A function from a record to the tuple of column values (None where absent).
 
-    def build(record: dict) -> tuple:
-        get = record.get
-        out = []
-        append = out.append
-        for key, render in plan:
-            value = get(key)
-            append(None if value is None or render is None else render(value))
-        return tuple(out)
-
-    return build
+    Generated (`ulogpy.core.codegen`) from `columns`: one expression per column, the
+    rendering's common case inline (`_AS_IS`), since this runs for every row.  It
+    gives what ``tuple(None if v is None else render(v) for each column)`` gives.
+    """
+    scope: dict[str, Any] = {"_I64_MAX": _I64_MAX}
+    items = []
+    for i, (key, render) in enumerate(columns):
+        if render is None:
+            items.append("None")
+            continue
+        scope[f"_r{i}"] = render
+        scope[f"_k{i}"] = key
+        v = f"_{i}"
+        plain = f"None if {v} is None else _r{i}({v})"
+        test = _AS_IS.get(render)
+        if test is None:
+            items.append(f"None if ({v} := get(_k{i})) is None else _r{i}({v})")
+        else:
+            first = f"({v} := get(_k{i}))"
+            items.append(f"{v} if {test.format(first=first, v=v)} else {plain}")
+    lines = ["def build(record):", "    get = record.get", "    return ("]
+    lines += [f"        {item}," for item in items]
+    lines.append("    )")
+    return define(lines, "build", "row builder", scope)
