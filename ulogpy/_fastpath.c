@@ -368,6 +368,222 @@ static PyTypeObject WalkerType = {
     .tp_methods = Walker_methods,
 };
 
+/* ------------------------------------------- flat walker (nflog PACKET_ATTRS) */
+
+/* Kinds of ulogpy.netlink.nflog's entries. */
+enum { F_ONE = 0, F_TWO = 1, F_DATA = 2, F_TEXT = 3, F_HWADDR = 4 };
+
+typedef struct {
+    int kind;               /* -1: no entry */
+    int size;               /* minimum payload */
+    PyObject *names[2];     /* owned; names[1] may be NULL */
+    int off[2], len[2];     /* ONE / TWO: where each big-endian number is */
+} flat_entry;
+
+typedef struct {
+    PyObject_HEAD
+    int count;
+    flat_entry *entries;
+} FlatWalker;
+
+static void FlatWalker_clear(FlatWalker *self)
+{
+    for (int i = 0; i < self->count; i++) {
+        Py_XDECREF(self->entries[i].names[0]);
+        Py_XDECREF(self->entries[i].names[1]);
+    }
+    PyMem_Free(self->entries);
+    self->entries = NULL;
+    self->count = 0;
+}
+
+/* The fields of a big-endian struct format of numbers and pad bytes ("HBx", "QQ"). */
+static int flat_fields(const char *fmt, flat_entry *e, int want)
+{
+    int at = 0, n = 0;
+    for (; *fmt; fmt++) {
+        int size;
+        switch (*fmt) {
+        case 'x': at += 1; continue;
+        case 'B': size = 1; break;
+        case 'H': size = 2; break;
+        case 'I': size = 4; break;
+        case 'Q': size = 8; break;
+        default: return -1;
+        }
+        if (n >= 2) return -1;  /* (big-endian struct formats have no alignment) */
+        e->off[n] = at;
+        e->len[n] = size;
+        n++;
+        at += size;
+    }
+    return n == want && at == e->size ? 0 : -1;
+}
+
+static int FlatWalker_init(FlatWalker *self, PyObject *args, PyObject *kw)
+{
+    PyObject *table, *key, *value;
+    static char *kwnames[] = {"table", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!", kwnames, &PyDict_Type, &table)) return -1;
+    FlatWalker_clear(self);
+    long top = -1;
+    Py_ssize_t it = 0;
+    while (PyDict_Next(table, &it, &key, &value)) {
+        long t = PyLong_AsLong(key);
+        if (t == -1 && PyErr_Occurred()) return -1;
+        if (t < 0 || t > 0x3FFF) {
+            PyErr_SetString(PyExc_ValueError, "attribute type outside 0..0x3fff");
+            return -1;
+        }
+        if (t > top) top = t;
+    }
+    self->entries = PyMem_Calloc(top + 2, sizeof(flat_entry));
+    if (self->entries == NULL) { PyErr_NoMemory(); return -1; }
+    self->count = (int)top + 1;
+    for (int i = 0; i < self->count; i++) self->entries[i].kind = -1;
+    it = 0;
+    while (PyDict_Next(table, &it, &key, &value)) {
+        flat_entry *e = &self->entries[PyLong_AsLong(key)];
+        PyObject *names, *fmt;
+        if (!PyTuple_Check(value) || PyTuple_GET_SIZE(value) != 5) goto bad;
+        e->kind = (int)PyLong_AsLong(PyTuple_GET_ITEM(value, 0));
+        names = PyTuple_GET_ITEM(value, 1);
+        e->size = (int)PyLong_AsLong(PyTuple_GET_ITEM(value, 3));
+        fmt = PyTuple_GET_ITEM(value, 4);
+        if (PyErr_Occurred() || !PyTuple_Check(names) || PyTuple_GET_SIZE(names) < 1
+            || PyTuple_GET_SIZE(names) > 2 || !PyUnicode_Check(fmt))
+            goto bad;
+        for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(names); k++) {
+            PyObject *name = PyTuple_GET_ITEM(names, k);
+            if (!PyUnicode_Check(name)) goto bad;
+            if (PyUnicode_GET_LENGTH(name) == 0) continue;  /* DATA without a length key */
+            Py_INCREF(name);
+            PyUnicode_InternInPlace(&name);
+            e->names[k] = name;
+        }
+        if (e->names[0] == NULL) goto bad;
+        const char *f = PyUnicode_AsUTF8(fmt);
+        switch (e->kind) {
+        case F_ONE: if (flat_fields(f, e, 1) < 0) goto bad; break;
+        case F_TWO: if (e->names[1] == NULL || flat_fields(f, e, 2) < 0) goto bad; break;
+        case F_DATA: case F_TEXT: break;
+        case F_HWADDR:
+            if (strcmp(f, "H2x8s") != 0 || e->size != 12 || e->names[1] == NULL) goto bad;
+            break;
+        default: goto bad;
+        }
+    }
+    return 0;
+bad:
+    if (!PyErr_Occurred())
+        PyErr_SetString(PyExc_ValueError, "packet attribute entry the compiled walker cannot take");
+    FlatWalker_clear(self);
+    return -1;
+}
+
+static int flat_set(PyObject *out, PyObject *name, PyObject *v)
+{
+    if (v == NULL) return -1;
+    int rc = PyDict_SetItem(out, name, v);
+    Py_DECREF(v);
+    return rc;
+}
+
+/* walk(buf, pos, end, out) -> the damage (str) or None: nflog._walk in C. */
+static PyObject *FlatWalker_call(FlatWalker *self, PyObject *args, PyObject *kw)
+{
+    PyObject *bufobj, *out, *damage = NULL;
+    Py_ssize_t pos, end;
+    if (kw != NULL && PyDict_GET_SIZE(kw)) {
+        PyErr_SetString(PyExc_TypeError, "walk(buf, pos, end, out) takes no keywords");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "O!nnO!", &PyBytes_Type, &bufobj, &pos, &end, &PyDict_Type, &out))
+        return NULL;
+    if (pos < 0 || end > PyBytes_GET_SIZE(bufobj)) {
+        PyErr_SetString(PyExc_ValueError, "walk: range outside buffer");
+        return NULL;
+    }
+    const unsigned char *buf = (const unsigned char *)PyBytes_AS_STRING(bufobj);
+    while (pos < end) {
+        if (end - pos < 4) {
+            Py_XDECREF(damage);
+            return PyUnicode_FromFormat("attribute header truncated (%zd bytes left)", end - pos);
+        }
+        unsigned alen = rd16h(buf + pos), atype = rd16h(buf + pos + 2) & 0x3FFF;
+        Py_ssize_t nxt = pos + alen, p = pos + 4, plen = (Py_ssize_t)alen - 4;
+        if (alen < 4 || nxt > end) {
+            Py_XDECREF(damage);
+            return PyUnicode_FromFormat("bad attribute length %u (%zd bytes left)", alen,
+                                        end - pos);
+        }
+        if ((int)atype < self->count && self->entries[atype].kind >= 0) {
+            const flat_entry *e = &self->entries[atype];
+            int rc = 0;
+            if (plen < e->size) {
+                Py_XSETREF(damage, PyUnicode_FromFormat("attribute %U too short (%zd bytes)",
+                                                        e->names[0], plen));
+                if (damage == NULL) return NULL;
+            } else {
+                switch (e->kind) {
+                case F_ONE:
+                    rc = flat_set(out, e->names[0], number(buf + p + e->off[0], e->len[0], 1));
+                    break;
+                case F_TWO:
+                    rc = flat_set(out, e->names[0], number(buf + p + e->off[0], e->len[0], 1));
+                    if (rc == 0)
+                        rc = flat_set(out, e->names[1],
+                                      number(buf + p + e->off[1], e->len[1], 1));
+                    break;
+                case F_DATA:
+                    rc = flat_set(out, e->names[0],
+                                  PyBytes_FromStringAndSize((const char *)buf + p, plen));
+                    if (rc == 0 && e->names[1] != NULL)
+                        rc = flat_set(out, e->names[1], PyLong_FromSsize_t(plen));
+                    break;
+                case F_TEXT: {
+                    const unsigned char *nul = memchr(buf + p, 0, plen);
+                    Py_ssize_t n = nul ? (Py_ssize_t)(nul - (buf + p)) : plen;
+                    rc = flat_set(out, e->names[0],
+                                  PyUnicode_DecodeUTF8((const char *)buf + p, n,
+                                                       "surrogateescape"));
+                    break;
+                }
+                default: {  /* F_HWADDR: be16 length, 2 pad bytes, 8 address bytes */
+                    unsigned addrlen = (unsigned)rd_be(buf + p, 2);
+                    rc = flat_set(out, e->names[0],
+                                  PyBytes_FromStringAndSize((const char *)buf + p + 4,
+                                                            addrlen < 8 ? addrlen : 8));
+                    if (rc == 0) rc = flat_set(out, e->names[1], PyLong_FromLong(addrlen));
+                }
+                }
+            }
+            if (rc < 0) { Py_XDECREF(damage); return NULL; }
+        }
+        pos = nxt + ((4 - (alen & 3)) & 3);
+    }
+    if (damage == NULL) Py_RETURN_NONE;
+    return damage;
+}
+
+static void FlatWalker_dealloc(FlatWalker *self)
+{
+    FlatWalker_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyTypeObject FlatWalkerType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "ulogpy._fastpath.FlatWalker",
+    .tp_doc = PyDoc_STR("FlatWalker(PACKET_ATTRS)(buf, pos, end, out) -> damage: nflog's walk."),
+    .tp_basicsize = sizeof(FlatWalker),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)FlatWalker_init,
+    .tp_dealloc = (destructor)FlatWalker_dealloc,
+    .tp_call = (ternaryfunc)FlatWalker_call,
+};
+
 /* ------------------------------------------------------------- JSON lines */
 
 typedef struct {
@@ -620,10 +836,13 @@ static struct PyModuleDef fastpath_module = {
 
 PyMODINIT_FUNC PyInit__fastpath(void)
 {
-    if (PyType_Ready(&WalkerType) < 0 || PyType_Ready(&JsonLineType) < 0) return NULL;
+    if (PyType_Ready(&WalkerType) < 0 || PyType_Ready(&FlatWalkerType) < 0
+        || PyType_Ready(&JsonLineType) < 0)
+        return NULL;
     PyObject *m = PyModule_Create(&fastpath_module);
     if (m == NULL) return NULL;
     if (PyModule_AddObjectRef(m, "Walker", (PyObject *)&WalkerType) < 0
+        || PyModule_AddObjectRef(m, "FlatWalker", (PyObject *)&FlatWalkerType) < 0
         || PyModule_AddObjectRef(m, "JsonLine", (PyObject *)&JsonLineType) < 0) {
         Py_DECREF(m);
         return NULL;

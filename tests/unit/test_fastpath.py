@@ -11,16 +11,18 @@ test `test_start_says_once_which_path_runs` fails where it should be and is not)
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.fixtures.recorded import load_records
 from tests.unit.test_fast_paths import _messages
 from ulogpy import fastpath
 from ulogpy.config.load import load_config
 from ulogpy.core.stack import build_pipeline
-from ulogpy.netlink import attrs, conntrack
+from ulogpy.netlink import attrs, conntrack, nflog, nlsock
 from ulogpy.netlink.attrs import MalformedMessage
 
 pytestmark = pytest.mark.skipif(fastpath.compiled is None,
@@ -199,3 +201,67 @@ def test_any_record_gives_the_same_json_bytes(json_outputs, data: st.DataObject)
     assert compiled == generic
     if None not in rec.values():  # (records never hold None; the generated way assumes it)
         assert generated == generic
+
+
+# ------------------------------------------------------------------ NFLOG packets
+
+NFLOG_FIX = Path(__file__).resolve().parent.parent / "fixtures" / "nflog"
+PACKETS = [rec["data"][off:off + mlen] for rec in load_records(NFLOG_FIX)
+           for off, mlen, mtype, *_ in nlsock.iter_messages(rec["data"])
+           if mtype == nflog.MSG_PACKET]
+BASE = {"raw.pktcount": 1, "raw.label": 0, "oob.mark": 0}
+
+
+def _packet(decoder: nflog.NflogDecoder, buf: bytes):
+    try:
+        v = decoder.decode(buf, 0, None, BASE)
+    except nflog.PartialMessage as exc:
+        return ("partial", str(exc), list(exc.values.items()))
+    except MalformedMessage as exc:
+        return ("error", type(exc), str(exc))
+    return None if v is None else list(v.items())
+
+
+def test_the_compiled_packet_walker_is_the_one_nflog_uses() -> None:
+    assert nflog.packet_walker() is not nflog._walk
+    assert nflog.packet_walker(compiled=False) is nflog._walk
+    assert nflog.NflogDecoder().attempts == 0
+
+
+def test_recorded_packets_decode_alike() -> None:
+    pure, learnt, fast = (nflog.NflogDecoder(learn=False, compiled=False),
+                          nflog.NflogDecoder(compiled=False), nflog.NflogDecoder())
+    for _ in range(2):  # the second time through the learnt shapes
+        for m in PACKETS:
+            want = _packet(pure, m)
+            assert _packet(fast, m) == want  # the same keys in the same order
+            # (a learnt shape fills in its own order: the same record, as a dict)
+            assert dict(_packet(learnt, m)) == dict(want)
+    assert len(PACKETS) > 20
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_fuzzed_packets_decode_alike(data: st.DataObject) -> None:
+    message = _mutations(data, data.draw(st.sampled_from(PACKETS)))
+    assert _packet(nflog.NflogDecoder(), message) == \
+        _packet(nflog.NflogDecoder(learn=False, compiled=False), message)
+
+
+def test_random_damage_everywhere_decodes_packets_alike() -> None:
+    rng = random.Random(1)
+    fast, pure = nflog.NflogDecoder(), nflog.NflogDecoder(learn=False, compiled=False)
+    for m in PACKETS:
+        for _ in range(300):
+            b = bytearray(m)
+            for _ in range(rng.randint(1, 2)):
+                b[rng.randrange(len(b))] = rng.randrange(256)
+            buf = bytes(b)
+            assert _packet(fast, buf) == _packet(pure, buf)
+
+
+def test_a_packet_table_the_walker_cannot_take_is_refused() -> None:
+    with pytest.raises(ValueError):
+        fastpath.compiled.FlatWalker({1: (0, ("x",), None, 2, "h")})  # signed
+    with pytest.raises(ValueError):
+        fastpath.compiled.FlatWalker({1: (7, ("x",), None, 0, "")})

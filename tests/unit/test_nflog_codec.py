@@ -52,7 +52,8 @@ def messages() -> list[tuple[dict, int, int, int]]:
             for off, mlen, mtype, *_ in nlsock.iter_messages(rec["data"])]
 
 
-GENERIC = nflog.NflogDecoder(learn=False)
+#: The pure-Python loop, neither compiled nor learnt shapes.
+GENERIC = nflog.NflogDecoder(learn=False, compiled=False)
 
 
 def generic(buf: bytes, offset: int = 0, length: int | None = None) -> dict | None | str:
@@ -440,7 +441,7 @@ def test_range_checks() -> None:
 
 
 def test_fast_path_taken_for_every_recorded_packet(monkeypatch: pytest.MonkeyPatch) -> None:
-    decode = nflog.NflogDecoder().decode
+    decode = nflog.NflogDecoder(compiled=False).decode
     for rec, off, mlen, mtype in messages():  # learn
         if mtype == nflog.MSG_PACKET:
             decode(rec["data"], off, mlen, BASE)
@@ -456,7 +457,7 @@ def test_fast_path_taken_for_every_recorded_packet(monkeypatch: pytest.MonkeyPat
 
 
 def test_shape_learning_is_bounded() -> None:
-    dec = nflog.NflogDecoder()
+    dec = nflog.NflogDecoder(compiled=False)  # (the compiled walker learns nothing)
     for i in range(4 * MAX_SHAPES + 10):  # every message a new shape
         dec.decode(message(HDR4, attr(nflog.NFULA_PREFIX, b"p" * (i % 200) + b"\0"),
                            attr(nflog.NFULA_PAYLOAD, b"x")))
@@ -467,7 +468,7 @@ def test_shape_learning_is_bounded() -> None:
 def test_decoders_keep_their_shapes_to_themselves() -> None:
     """What one decoder learns is its own: another (or the default) is not changed by it."""
     msg = message(HDR4, attr(nflog.NFULA_PREFIX, b"own\0"), attr(nflog.NFULA_PAYLOAD, b"x"))
-    first, second = nflog.NflogDecoder(), nflog.NflogDecoder()
+    first, second = nflog.NflogDecoder(compiled=False), nflog.NflogDecoder(compiled=False)
     before = {k: list(v) for k, v in nflog.default_decoder.shapes.items()}
     for _ in range(2):  # learnt, then through the shape
         assert first.decode(msg, 0, None, BASE) == second.decode(msg, 0, None, BASE) \

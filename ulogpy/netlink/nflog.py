@@ -35,6 +35,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
+from ulogpy import fastpath
 from ulogpy.core.codegen import define
 from ulogpy.netlink.attrs import MalformedMessage, attr, message_length
 from ulogpy.netlink.nlsock import NLM_F_ACK, NLM_F_REQUEST, NLMSGHDR
@@ -201,7 +202,13 @@ class NflogDecoder(ShapeCache):
     `decode_packet` and `reset_shapes` work on `default_decoder`, shared by the process.
     """
 
-    __slots__ = ()
+    __slots__ = ("walk",)
+
+    def __init__(self, learn: bool = True, compiled: bool = True) -> None:
+        #: ``walk(buf, pos, end, v) -> damage``: `_walk`, compiled where it is built.
+        self.walk = packet_walker(compiled)
+        # The compiled walker beats a learnt shape: with it, nothing is learnt.
+        super().__init__(learn and self.walk is _walk)
 
     def decode(
         self, buf: bytes, offset: int = 0, length: int | None = None,
@@ -248,7 +255,7 @@ class NflogDecoder(ShapeCache):
                         v["raw.pktlen"] = alen - 4
                         return v
                     break
-        damage = _walk(buf, start, end, v)
+        damage = self.walk(buf, start, end, v)
         _validity(v)
         if damage is not None:
             raise PartialMessage(damage, v)
@@ -263,6 +270,15 @@ class NflogDecoder(ShapeCache):
             return
         key, entry = shape
         self.keep(key, entry, 3)  # (mask, image, size, fill): a new mask/image/size
+
+
+def packet_walker(compiled: bool = True) -> Any:
+    """The walker of `PACKET_ATTRS`: the compiled one of `ulogpy.fastpath` where it is
+    built (and `compiled` is on), made from the same table; else `_walk`.  Same values,
+    same damage messages."""
+    if compiled and fastpath.compiled is not None:
+        return fastpath.compiled.FlatWalker(PACKET_ATTRS)
+    return _walk
 
 
 def _walk(buf: bytes, pos: int, end: int, v: dict[str, Any]) -> str | None:
