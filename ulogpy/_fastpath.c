@@ -665,6 +665,8 @@ typedef struct {
     int with_ts;
     Py_ssize_t nfields;
     json_field *fields;
+    PyObject *index;      /* record key -> field number * 256 + rank among its keys */
+    int by_record;        /* every key in one field only: walk the record, not the fields */
 } JsonLine;
 
 static void JsonLine_clear_fields(JsonLine *self)
@@ -678,6 +680,7 @@ static void JsonLine_clear_fields(JsonLine *self)
     PyMem_Free(self->fields);
     self->fields = NULL;
     self->nfields = 0;
+    Py_CLEAR(self->index);
 }
 
 static int JsonLine_init(JsonLine *self, PyObject *args, PyObject *kw)
@@ -713,6 +716,10 @@ static int JsonLine_init(JsonLine *self, PyObject *args, PyObject *kw)
         f->nkeys = PyTuple_GET_SIZE(keys);
         f->keys = PyMem_Calloc(f->nkeys, sizeof(PyObject *));
         if (f->keys == NULL) { PyErr_NoMemory(); return -1; }
+        if (f->nkeys > 255) {
+            PyErr_SetString(PyExc_ValueError, "JSON field: at most 255 record keys");
+            return -1;
+        }
         for (Py_ssize_t k = 0; k < f->nkeys; k++) {
             PyObject *key = PyTuple_GET_ITEM(keys, k);
             if (!PyUnicode_Check(key)) {
@@ -724,6 +731,28 @@ static int JsonLine_init(JsonLine *self, PyObject *args, PyObject *kw)
             f->keys[k] = key;
         }
     }
+    /* Where each key goes.  A key that two fields list (or one field twice) needs the
+       look-ups field by field: `by_record` is off then. */
+    self->index = PyDict_New();
+    if (self->index == NULL) return -1;
+    for (Py_ssize_t i = n - 1; i >= 0; i--) {
+        json_field *f = &self->fields[i];
+        for (Py_ssize_t k = 0; k < f->nkeys; k++) {
+            PyObject *where = PyLong_FromSsize_t(i * 256 + k);
+            if (where == NULL || PyDict_SetItem(self->index, f->keys[k], where) < 0) {
+                Py_XDECREF(where);
+                return -1;
+            }
+            Py_DECREF(where);
+        }
+    }
+    self->by_record = 1;
+    for (Py_ssize_t i = 0; i < n; i++)
+        for (Py_ssize_t k = 0; k < self->fields[i].nkeys; k++)
+            for (Py_ssize_t j = 0; j < n; j++)
+                for (Py_ssize_t l = 0; l < self->fields[j].nkeys; l++)
+                    if ((j != i || l != k) && self->fields[j].keys[l] == self->fields[i].keys[k])
+                        self->by_record = 0;
     return 0;
 }
 
@@ -773,15 +802,47 @@ static PyObject *JsonLine_call(JsonLine *self, PyObject *args, PyObject *kw)
         else rc = ob_put(&b, s, n);
     }
     if (rc == 0) rc = ob_put(&b, PyBytes_AS_STRING(self->after), PyBytes_GET_SIZE(self->after));
+    /* Each field's value: the last valid of its keys.  Walking the record's items and
+       finding their fields costs one look-up per item (a stack gives many more fields
+       than a record holds keys); else one look-up per key of every field. */
+    PyObject *local_values[128], **values = local_values;
+    int local_ranks[128], *ranks = local_ranks;
+    if (rc == 0 && self->nfields > 128) {
+        values = PyMem_Calloc(self->nfields, sizeof(PyObject *));
+        ranks = PyMem_Calloc(self->nfields, sizeof(int));
+        if (values == NULL || ranks == NULL) { PyErr_NoMemory(); rc = -1; }
+    }
+    if (rc == 0 && self->by_record && PyDict_CheckExact(record)) {
+        for (Py_ssize_t i = 0; i < self->nfields; i++) { values[i] = NULL; ranks[i] = -1; }
+        Py_ssize_t it = 0;
+        PyObject *key, *v;
+        while (PyDict_Next(record, &it, &key, &v)) {
+            if (v == Py_None || !PyUnicode_CheckExact(key)) continue;
+            PyObject *where = PyDict_GetItemWithError(self->index, key);
+            if (where == NULL) {
+                if (PyErr_Occurred()) { rc = -1; break; }
+                continue;
+            }
+            Py_ssize_t w = PyLong_AsSsize_t(where), f = w >> 8;
+            int r = (int)(w & 255);
+            if (r > ranks[f]) { values[f] = v; ranks[f] = r; }
+        }
+    } else if (rc == 0) {
+        for (Py_ssize_t i = 0; i < self->nfields; i++) {
+            const json_field *f = &self->fields[i];
+            values[i] = NULL;
+            for (Py_ssize_t k = 0; k < f->nkeys; k++) {
+                PyObject *v = PyDict_GetItemWithError(record, f->keys[k]);
+                if (v == NULL && PyErr_Occurred()) { rc = -1; break; }
+                if (v != NULL && v != Py_None) values[i] = v;
+            }
+            if (rc != 0) break;
+        }
+    }
     for (Py_ssize_t i = 0; rc == 0 && i < self->nfields; i++) {
         const json_field *f = &self->fields[i];
-        PyObject *value = NULL;
-        for (Py_ssize_t k = 0; k < f->nkeys; k++) {
-            PyObject *v = PyDict_GetItemWithError(record, f->keys[k]);
-            if (v == NULL && PyErr_Occurred()) { rc = -1; break; }
-            if (v != NULL && v != Py_None) value = v;
-        }
-        if (rc != 0 || value == NULL) continue;
+        PyObject *value = values[i];
+        if (value == NULL) continue;
         rc = ob_put(&b, PyBytes_AS_STRING(f->sep_prefix), PyBytes_GET_SIZE(f->sep_prefix));
         if (rc != 0) break;
         if (f->is_string) {
@@ -797,6 +858,8 @@ static PyObject *JsonLine_call(JsonLine *self, PyObject *args, PyObject *kw)
             rc = put_plain(&b, value);
         }
     }
+    if (values != local_values) PyMem_Free(values);
+    if (ranks != local_ranks) PyMem_Free(ranks);
     if (rc == 0) rc = ob_put(&b, "}\n", 2);
     if (rc == 0) result = PyUnicode_DecodeUTF8(b.data, b.len, NULL);
     else if (rc == 1) result = Py_NewRef(Py_None);

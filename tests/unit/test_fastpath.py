@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from ulogpy.plugins.output.json import compiled_line
 
 from tests.fixtures.recorded import load_records
 from tests.unit.test_fast_paths import _messages
@@ -24,6 +25,7 @@ from ulogpy.config.load import load_config
 from ulogpy.core.stack import build_pipeline
 from ulogpy.netlink import attrs, conntrack, nflog, nlsock
 from ulogpy.netlink.attrs import MalformedMessage
+from ulogpy.render.jsontext import json_string, key_prefix
 
 pytestmark = pytest.mark.skipif(fastpath.compiled is None,
                                 reason=f"compiled fast path absent: {fastpath.reason}")
@@ -265,3 +267,39 @@ def test_a_packet_table_the_walker_cannot_take_is_refused() -> None:
         fastpath.compiled.FlatWalker({1: (0, ("x",), None, 2, "h")})  # signed
     with pytest.raises(ValueError):
         fastpath.compiled.FlatWalker({1: (7, ("x",), None, 0, "")})
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_keys_shared_between_fields_give_the_same_json_bytes(data: st.DataObject) -> None:
+    """Field tables where a key belongs to two fields (the compiled line then looks
+    keys up field by field) or to none, against the field-by-field way."""
+    names = ["a", "b", "c.d", "e"]
+    fields = tuple(
+        (key_prefix(f"f{i}"), data.draw(st.sampled_from([str, json_string])),
+         keys[0], tuple(keys[1:]))
+        for i, keys in enumerate(data.draw(st.lists(
+            st.lists(st.sampled_from(names), min_size=1, max_size=3), min_size=1, max_size=5))))
+    record = {k: data.draw(st.one_of(st.none(), st.integers(), TEXT))
+              for k in names + ["z"] if data.draw(st.booleans())}
+    line = compiled_line([], None, key_prefix("dvc") + json_string("x"), fields)
+
+    parts = [key_prefix("dvc") + json_string("x")]
+    for prefix, render, name, others in fields:  # JSON._generic, written out
+        value = record.get(name)
+        for other in others:
+            if record.get(other) is not None:
+                value = record[other]
+        if value is not None:
+            try:
+                parts.append(prefix + render(value))
+            except Exception:  # noqa: BLE001 - the compiled line leaves these to it
+                assert line(record, "") is None
+                return
+    want = "{" + ", ".join(parts) + "}\n"
+    got = line(record, "")
+    if got is None:  # only for text that is not UTF-8 (lone surrogates): generic decides
+        assert any(isinstance(v, str) and any("\ud800" <= c <= "\udfff" for c in v)
+                   for v in record.values())
+    else:
+        assert got == want
