@@ -25,8 +25,10 @@ from itertools import chain
 
 from ulogpy.core.keys import Key, KeyType
 from ulogpy.core.plugin import Unavailable
+from ulogpy.db import sqlitemerge
 from ulogpy.db.columns import ColumnError, map_columns
 from ulogpy.db.render import Render, row_builder, sqlite_renderer
+from ulogpy.db.sqlitemerge import DestroyBatch, quote
 
 log = logging.getLogger("ulogpy.db")
 
@@ -70,11 +72,6 @@ MATCH_COLUMNS = ("oob_family", "orig_ip_saddr_str", "orig_ip_saddr", "orig_ip_da
                  "icmp_code", "icmp_type")
 UPDATE_COLUMNS = ("orig_raw_pktlen", "orig_raw_pktcount", "reply_raw_pktlen",
                   "reply_raw_pktcount", "ct_mark", "flow_end_sec", "flow_end_usec", "ct_event")
-
-
-def quote(name: str) -> str:
-    """An SQLite identifier, quoted (the only way a configured name enters a statement)."""
-    return '"' + name.replace('"', '""') + '"'
 
 
 def is_row_error(exc: sqlite3.Error) -> bool:
@@ -123,6 +120,8 @@ class SqliteSink:
             if self.create_sql:
                 conn.executescript(self.create_sql)
             self._discover(conn)
+            if self.merge and self.destroys is not None:
+                self.destroys.prepare(conn)
         except (sqlite3.Error, ColumnError) as exc:
             conn.close()
             raise Unavailable(f"{self.path}: {exc}") from None
@@ -159,6 +158,9 @@ class SqliteSink:
             + " AND ct_event < 4"
         )
         self.update_params = [pos[c] for c in update] + [pos[c] for c in match]
+        self.match_params = [pos[c] for c in match]
+        self.destroys = DestroyBatch(self.table, update, match) if sqlitemerge.available() \
+            else None
 
     def close(self) -> None:
         conn, self.conn = self.conn, None
@@ -202,6 +204,43 @@ class SqliteSink:
             conn.executemany(self.insert, rows[full:])
 
     def _merge_rows(self, conn: sqlite3.Connection, rows: list[tuple]) -> None:
+        """`_merge_row` for each row, in order: runs of DESTROYs in batches
+        (`ulogpy.db.sqlitemerge`), every row sent before a batch stored before it."""
+        batches = self.destroys
+        if batches is None:
+            return self._merge_rows_one_by_one(conn, rows)
+        pending: list[tuple] = []  # rows to insert, in order
+        batch: list[tuple] = []  # consecutive DESTROYs, of different flows
+        flows: set[tuple] = set()
+        event_at, match, params = self.event_at, self.match_params, self.update_params
+
+        def complete() -> None:
+            missed = batches.apply(conn, [[row[i] for i in params] for row in batch])
+            pending.extend(batch[i] for i in missed)
+            batch.clear()
+            flows.clear()
+
+        for row in rows:
+            if row[event_at] != DESTROY:
+                if batch:
+                    complete()
+                pending.append(row)
+                continue
+            flow = tuple([row[i] for i in match])
+            if flow in flows or len(batch) == batches.size:
+                complete()
+            if not batch and pending:
+                self._insert_rows(conn, pending)
+                pending = []
+            batch.append(row)
+            flows.add(flow)
+        if batch:
+            complete()
+        if pending:
+            self._insert_rows(conn, pending)
+        return None
+
+    def _merge_rows_one_by_one(self, conn: sqlite3.Connection, rows: list[tuple]) -> None:
         """`_merge_row` for each row, in order, with the inserts between two DESTROYs
         that complete a row sent together (an UPDATE must see every row before it)."""
         pending: list[tuple] = []
