@@ -14,7 +14,14 @@ import json
 
 import pytest
 
-from ulogpy.db.clickhouse_schema import CURRENT, LEGACY, create_statements, variant_for
+from ulogpy.db.clickhouse_schema import (
+    CURRENT,
+    LEGACY,
+    address_bytes,
+    create_statements,
+    shard_key,
+    variant_for,
+)
 from ulogpy.tools.natlookup.clickhouse import lookup_sql, rows_to_flows
 from ulogpy.tools.natlookup.flows import Query, rank
 
@@ -22,6 +29,7 @@ chdb_session = pytest.importorskip("chdb.session", reason="PyPI chdb (a current 
 
 T0 = 1_790_000_000
 PUB = "198.51.100.7"
+KEY = shard_key(address_bytes(PUB))  # the address's low 32 bits
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +71,7 @@ def test_current_ddl_and_lookup(engine) -> None:
         return (f"('fw1', {event}, {ct_id}, 6, toIPv6('::ffff:{inside}'), "
                 f"toIPv6('::ffff:203.0.113.9'), 5000, 443, toIPv6('::ffff:203.0.113.9'), "
                 f"toIPv6('::ffff:{PUB}'), 443, {port}, {start}, 250000, {exact}, {end}, 0, "
-                "10, 1, 20, 2, 0, 0, 0)")
+                f"10, 1, 20, 2, 0, 0, {KEY})")  # shard_key: as the output writes it
     run(engine, "INSERT INTO nat.ulog_nat VALUES " + ",".join([
         row(1, 1, "100.64.0.1", 40000, T0, exact=0), row(4, 1, "100.64.0.1", 40000, T0,
                                                          T0 + 10),

@@ -8,10 +8,10 @@ comments are skipped.  Each complaint gives one JSON line on stdout, in input or
 the complaint (`line`, `ip`, `port`, `at`) and either `matches` (the array `--json`
 prints, best first) or `error`.  Sources stay open across the batch (ClickHouse,
 PostgreSQL keep their connection).  Complaints are answered in chunks of CHUNK: a
-source with `lookup_many` (ClickHouse: one statement per shard for the whole chunk)
-answers the chunk at once, the others complaint by complaint.  When every source can
-be forked, a few chunks are in flight at once, each on its own connections; the
-output keeps the input order.
+source with `lookup_many` (ClickHouse: a few statements per shard for the whole chunk,
+the shards asked at once) answers the chunk at once, the others complaint by
+complaint.  When every source can be forked, a few chunks are in flight at once,
+each on its own connections; the output keeps the input order.
 
 Exit status: 0 when some complaint matched, 1 when none did, 2 when a line could not
 be read (its `error` says why) or a source failed.

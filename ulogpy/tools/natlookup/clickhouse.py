@@ -8,7 +8,11 @@ lookback covers long-lived flows (conntrack's TCP established timeout is 5 days)
 The rows of one flow (its NEW and DESTROY) are folded into one interval by the
 server (GROUP BY the conntrack id and tuple), and flows that ended before the
 window are left out there, so a busy CGNAT port reused thousands of times in six
-days costs a few rows on the wire.
+days costs a few rows on the wire.  PREWHERE tests only `shard_key` and the port
+(6 bytes a row; the address's 16 and the time wait for WHERE): on a history of many
+parts each lookup reads a granule of every part of the lookback, and those narrow
+columns are most of what it decompresses there.  This relies on `shard_key` being
+the address's low 32 bits, as the CLICKHOUSE output writes it.
 
 When the table is Distributed, the lookup reads only the shard that holds the
 address: the cluster's shards and weights come from `system.clusters` (once per
@@ -23,7 +27,9 @@ time), sorted by time and cut into spans of GROUP_SPAN_S, share one statement
 opened and its index searched once for the lot (on a history of many parts that, not
 the rows, is a lookup's cost), and rows tagged per complaint with `arrayJoin`, then
 grouped, filtered and limited per tag.  The others (proto, remote, no port) go as
-their single statements joined by `UNION ALL` (`union_sql`): one round trip.
+their single statements joined by `UNION ALL` (`union_sql`): one round trip.  The
+shards are asked at once, each on its own connection and thread (the driver waits
+on the socket without the GIL), each statement on one server thread.
 """
 
 from __future__ import annotations
@@ -31,12 +37,14 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 from ulogpy.db.clickhouse_schema import (
     LEGACY,
     LOOKBACK_S,
     address_bytes,
     address_text,
+    shard_key,
     shard_of,
     variant_for,
 )
@@ -57,15 +65,22 @@ NEW, DESTROY = 1, 4
 UNKNOWN_START = 2  # start_exact: the row's `start` is its end (no start was known)
 
 
+#: The lookup's range of `start`: the lookback before the window, the slack after it.
+_TIME_RANGE = ("start >= toDateTime(%(first)s)", "start <= toDateTime(%(hi)s)")
+
+
 def lookup_sql(table: str, variant: str, q: Query) -> tuple[str, dict]:
     """The statement (pyformat parameters) for `q`: one row per flow."""
     addr = "IPv6StringToNum(%(ip)s)" if variant == LEGACY else "toIPv6(%(ip)s)"
     raddr = addr.replace("ip)s", "rip)s")
-    # The primary key's columns: PREWHERE reads them first, and the other columns
-    # only of granules where a row passed (the lookback's partitions mostly have none).
-    prewhere = [f"reply_daddr = {addr}"]
-    where: list[str] = []
-    params: dict = {"ip": _mapped(q.ip), "lo": int(math.floor(q.lo)),
+    # PREWHERE reads its columns first, and the others only of granules where a row
+    # passed (the lookback's partitions mostly have none): the narrowest columns that
+    # still pass few rows, `shard_key` (the address's low 32 bits, 4 bytes a row
+    # against 16) and the port.  WHERE then checks the whole address and the time, and
+    # the primary key and the partitions are pruned by both clauses.
+    prewhere = ["shard_key = %(key)s"]
+    where: list[str] = [f"reply_daddr = {addr}", *_TIME_RANGE]
+    params: dict = {"ip": _mapped(q.ip), "key": _key(q.ip), "lo": int(math.floor(q.lo)),
                     "first": int(math.floor(q.lo)) - LOOKBACK_S,
                     "hi": int(math.floor(q.hi + START_SLACK_S)) + 1, "limit": ROW_LIMIT}
     if q.port is not None:
@@ -92,9 +107,7 @@ def lookup_sql(table: str, variant: str, q: Query) -> tuple[str, dict]:
         " maxIf(orig_bytes, event = 4), maxIf(reply_bytes, event = 4),"
         " anyLast(mark), any(zone)"
         f" FROM {table}"
-        f" PREWHERE {' AND '.join(prewhere)}"
-        " AND start >= toDateTime(%(first)s) AND start <= toDateTime(%(hi)s)"
-        + (f" WHERE {' AND '.join(where)}" if where else "") +
+        f" PREWHERE {' AND '.join(prewhere)} WHERE {' AND '.join(where)}"
         " GROUP BY firewall, ct_id, proto, orig_saddr, orig_sport, orig_daddr, orig_dport,"
         " reply_daddr, reply_dport"
         " HAVING ends = 0 OR last_end >= %(lo)s"
@@ -118,6 +131,10 @@ def union_sql(table: str, variant: str, qs: Sequence[tuple[int, Query]]) -> tupl
     return " UNION ALL ".join(branches), params
 
 
+#: A batch runs statements side by side (shards at once, chunks at once): one server
+#: thread each spends less on starting threads for a few granules a part.
+BATCH_SETTINGS = {"max_threads": 1}
+
 #: A grouped statement's complaints lie within this of each other: it reads the day
 #: partitions of the lookback plus this, not of the whole history, and still shares
 #: each part among several complaints of a sparse batch.
@@ -136,6 +153,7 @@ def keyed_sql(table: str, variant: str, qs: Sequence[tuple[int, Query]]) -> str:
     his = [int(math.floor(q.hi + START_SLACK_S)) + 1 for _, q in qs]
     los = [int(math.floor(q.lo)) for _, q in qs]
     keys = ", ".join(f"({a}, {int(q.port)})" for a, (_, q) in zip(addrs, qs, strict=True))
+    short = ", ".join(f"({_key(q.ip)}, {int(q.port)})" for _, q in qs)
     return (
         f"WITH [{', '.join(addrs)}] AS qa, [{', '.join(str(int(q.port)) for _, q in qs)}]"
         f" AS qp, [{', '.join(map(str, firsts))}] AS qf, [{', '.join(map(str, his))}] AS qh,"
@@ -155,7 +173,8 @@ def keyed_sql(table: str, variant: str, qs: Sequence[tuple[int, Query]]) -> str:
         " AND toUInt32(start) >= qf[i] AND toUInt32(start) <= qh[i], arrayEnumerate(qa)))"
         " AS tag"
         f" FROM {table}"
-        f" PREWHERE (reply_daddr, reply_dport) IN ({keys})"
+        f" PREWHERE (shard_key, reply_dport) IN ({short})"
+        f" WHERE (reply_daddr, reply_dport) IN ({keys})"
         f" AND start >= toDateTime({min(firsts)}) AND start <= toDateTime({max(his)})"
         " GROUP BY tag, firewall, ct_id, proto, orig_saddr, orig_sport, orig_daddr,"
         " orig_dport, reply_daddr, reply_dport"
@@ -187,6 +206,11 @@ def statements(table: str, variant: str, group: list[tuple[int, Query]]
     if rest:
         out.append(union_sql(table, variant, rest))
     return out
+
+
+def _key(text: str) -> int:
+    """The address's `shard_key` column (its low 32 bits, as every writer stores it)."""
+    return shard_key(address_bytes(text))
 
 
 def _mapped(text: str) -> str:
@@ -313,26 +337,26 @@ class ClickHouseSource:
         return rows_to_flows(rows, self.label)
 
     def lookup_many(self, qs: Sequence[Query]) -> list[list[Flow]]:
-        """The flows of each query (as `lookup` gives them), one statement per shard."""
+        """The flows of each query (as `lookup` gives them): a few statements per shard,
+        the shards queried at once (a thread and a connection each), each statement on
+        one server thread (BATCH_SETTINGS)."""
         self._connect()
-        tagged = list(enumerate(qs))
         groups: dict[int | None, list[tuple[int, Query]]] = {}
-        for tag, q in tagged:
+        for tag, q in enumerate(qs):
             index = (shard_of(address_bytes(q.ip), [w for w, _ in self.shards])
                      if self.local and self.shards else None)
             groups.setdefault(index, []).append((tag, q))
+        shards = [i for i in groups if i is not None]
+        if len(shards) > 1:
+            with ThreadPoolExecutor(len(shards)) as ex:
+                found = dict(zip(shards, ex.map(lambda i: self._on_shard(i, groups[i]),
+                                                shards), strict=True))
+        else:
+            found = {i: self._on_shard(i, groups[i]) for i in shards}
         answers: list[list[Flow]] = [[] for _ in qs]
         for index, group in groups.items():
-            rows = None
-            if index is not None:
-                try:
-                    client = self._shard_client(index)
-                    rows = [r for sql, params in statements(self.local, self.variant, group)
-                            for r in client.execute(sql, params)]
-                except Exception:  # that shard is away: the Distributed table may answer
-                    self.shard_clients.pop(index, None)
-                    rows = None
-            if rows is None:
+            rows = found.get(index)
+            if rows is None:  # no shard, or it is away: the Distributed table may answer
                 table = f"{self.target.database}.{self.table}"
                 try:
                     rows = [r for sql, params in statements(table, self.variant, group)
@@ -344,10 +368,20 @@ class ClickHouseSource:
             by_tag: dict[int, list[tuple]] = {tag: [] for tag, _ in group}
             for row in rows:
                 by_tag[row[0]].append(row[1:20])
-            for tag, found in by_tag.items():
-                self.notes.extend(truncation_note(len(found), self.label))
-                answers[tag] = rows_to_flows(found, self.label)
+            for tag, flows in by_tag.items():
+                self.notes.extend(truncation_note(len(flows), self.label))
+                answers[tag] = rows_to_flows(flows, self.label)
         return answers
+
+    def _on_shard(self, index: int, group: list[tuple[int, Query]]) -> list[tuple] | None:
+        """The rows of `group`'s statements from shard `index`, or None if it is away."""
+        try:
+            client = self._shard_client(index)
+            return [r for sql, params in statements(self.local, self.variant, group)
+                    for r in client.execute(sql, params, settings=BATCH_SETTINGS)]
+        except Exception:
+            self.shard_clients.pop(index, None)
+            return None
 
     def close(self) -> None:
         for client in [self.client, *self.shard_clients.values()]:
