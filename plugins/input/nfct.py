@@ -281,7 +281,7 @@ class NFCT(NetlinkInput):
 
     def _resync_events(self) -> None:
         """Event mode: emit the NEW and DESTROY events an overrun cost, marked `ct.resync`."""
-        self.on_readable()  # what the socket still holds first, so nothing is reported twice
+        self.catch_up()  # what was read and what the socket holds first: nothing twice
         assert self.live is not None
         dumped = (event for event in self._dump()
                   if not self.filtering or self.filter.accepts(event.values))

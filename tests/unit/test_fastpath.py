@@ -303,3 +303,29 @@ def test_keys_shared_between_fields_give_the_same_json_bytes(data: st.DataObject
                    for v in record.values())
     else:
         assert got == want
+
+
+def test_recv_batch_reads_like_recv() -> None:
+    """Datagrams of a real socket, each at its own size, up to the count asked for, and
+    the errno that stopped it (EAGAIN: nothing more; EBADF on a closed socket)."""
+    import errno
+    import socket
+
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        sent = [bytes([i]) * (i * 7 % 300 + 1) for i in range(40)]
+        for d in sent:
+            a.send(d)
+        buf = bytearray(65536)
+        got, err = fastpath.compiled.recv_batch(b.fileno(), buf, 25)
+        assert got == sent[:25] and err == 0
+        got, err = fastpath.compiled.recv_batch(b.fileno(), buf, 25)
+        assert got == sent[25:] and err == errno.EAGAIN
+        small = bytearray(3)  # a datagram longer than the buffer is cut, as recv cuts it
+        a.send(b"abcdef")
+        assert fastpath.compiled.recv_batch(b.fileno(), small, 5) == ([b"abc"], errno.EAGAIN)
+    finally:
+        a.close()
+        fd = b.fileno()
+        b.close()
+    assert fastpath.compiled.recv_batch(fd, bytearray(8), 1) == ([], errno.EBADF)

@@ -663,16 +663,47 @@ def test_read_loop_drains_counts_overruns_and_grows_the_buffer() -> None:
         sock.close()
 
 
-def test_read_loop_is_bounded() -> None:
+def test_read_loop_is_bounded_and_reads_ahead() -> None:
+    """A wake-up decodes READS_PER_WAKEUP datagrams at most, but first moves up to
+    READ_AHEAD of them out of the socket (the kernel's buffer is where a burst is lost);
+    the rest is decoded on the next turns, in order, none twice."""
     from ulogpy.transports import netlink_input as plugin_module
 
+    class Loop:
+        def __init__(self) -> None:
+            self.soon: list = []
+
+        def call_later(self, delay: float, callback) -> None:
+            self.soon.append(callback)
+
     plugin, out = make_plugin()
-    one = message(HDR4, attr(nflog.NFULA_PREFIX, b"x\0"))
-    sock = ScriptedSocket([one] * (plugin_module.READS_PER_WAKEUP + 5))
+    plugin.loop = loop = Loop()
+    total = plugin_module.READ_AHEAD + 5
+    sock = ScriptedSocket([message(HDR4, attr(nflog.NFULA_PREFIX, b"%d\0" % i))
+                           for i in range(total)])
     try:
         plugin.sock = sock
         plugin.on_readable()
         assert len(out) == plugin_module.READS_PER_WAKEUP
-        assert len(sock.script) == 5
+        assert len(sock.script) == 5  # read ahead: all but what exceeded READ_AHEAD
+        assert len(loop.soon) == 1  # the next turn is asked for, the socket aside
+        while loop.soon:
+            loop.soon.pop()()
+        assert [r["oob.prefix"] for r in out] == [str(i) for i in range(total)]
+        assert not sock.script and not plugin._ahead and plugin._ahead_bytes == 0
+    finally:
+        sock.close()
+
+
+def test_catch_up_decodes_everything_read_ahead() -> None:
+    plugin, out = make_plugin()
+    sock = ScriptedSocket([message(HDR4, attr(nflog.NFULA_PREFIX, b"%d\0" % i))
+                           for i in range(600)])
+    try:
+        plugin.sock = sock
+        plugin.on_readable()
+        assert len(out) == 256 and len(plugin._ahead) == 344
+        plugin.catch_up()
+        assert len(out) == 600 and not plugin._ahead
     finally:
         sock.close()

@@ -105,6 +105,7 @@ def run(opts) -> int:
         service.stopping()
         if metrics_server:
             metrics_server.stop()
+        _catch_up(pipeline.inputs, runner)
         stalled = runner.shutdown()
         _stop_all([inst for inst in started if inst not in stalled])
         report_counters(pipeline, NOTICE)
@@ -126,6 +127,21 @@ def _start_order(pipeline: Pipeline) -> list[Plugin]:
     """Outputs and filters first, inputs last: no event arrives before its output is open."""
     everything = pipeline.instances()
     return [i for i in everything if i not in pipeline.inputs] + list(pipeline.inputs)
+
+
+def _catch_up(inputs: list[Plugin], runner: Runner) -> None:
+    """Before the outputs drain: the datagrams the inputs read ahead, decoded and handed
+    over (they are in this process's memory, not in the kernel: stopping must not lose
+    them)."""
+    for inp in inputs:
+        catch_up = getattr(inp, "catch_up", None)
+        if catch_up is None:
+            continue
+        try:
+            catch_up()
+        except Exception as exc:
+            log.error("%s: decoding what was read before stopping failed: %s", inp, exc)
+    runner.after_batch()
 
 
 def _stop_all(instances: list[Plugin]) -> None:
