@@ -3,10 +3,14 @@
 Both read datagrams from a non-blocking netlink socket that the kernel may
 overrun, and what that takes is the same for both, so it lives here: the
 socket buffer sized from ulogd's options (large by default), one reused
-receive buffer, a read loop bounded per wake-up (so the event loop keeps
+receive buffer, datagrams read ahead of their decoding (bounded: in a burst
+they wait in this process's memory, not in the kernel's socket buffer where an
+overrun loses them), decoding bounded per wake-up (so the event loop keeps
 control for flushes and signals), ENOBUFS counted as an overrun that grows
 the buffer up to its maximum, and every other read error counted and
-logged, never raised into the loop.  The inputs only decode (`receive`)
+logged, never raised into the loop.  What was read ahead is decoded before
+NFCT's resync and before the daemon stops (`catch_up`); a crash loses it, as
+it loses what the socket buffer holds.  The inputs only decode (`receive`)
 and say what to do after an overrun (`after_overrun`).  `receive` is looked
 up on the instance for every read batch, so the daemon's guard
 (`ulogpy.daemon.guard.guard_input`) can wrap it: an exception out of one
