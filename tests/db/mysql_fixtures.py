@@ -14,6 +14,22 @@ import pytest
 from tests.mariadb import MariaDB, mariadb_skip_reason, ulogd_mysql_schema_sql
 
 _counter = itertools.count()
+#: An NFLOG packet stack into ulogd's MySQL schema (INSERT_PACKET_FULL), for ulogd and
+#: ulogpy alike: `{group}` and `{db}` to fill in.
+PKT_CONF = """\
+[global]
+loglevel=3
+stack=log1:NFLOG,base1:BASE,ifi1:IFINDEX,ip2bin1:IP2BIN,mac2str1:HWHDR,my1:MYSQL
+[log1]
+group={group}
+[my1]
+db="{db}"
+host="localhost"
+user="root"
+pass=""
+table="ulog"
+procedure="INSERT_PACKET_FULL"
+"""
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,8 @@ import time
 
 import pytest
 
+from tests.db.mysql_fixtures import PKT_CONF
+from tests.db.sidebyside import nflog_ruleset
 from tests.ulogd_ref import ULOGPY, UlogdProcess
 
 TABLES = {"_format", "_extensions", "ulog2", "mac", "hwhdr", "tcp", "udp", "sctp", "icmp",
@@ -202,43 +204,12 @@ def test_nat_lookup_reads_the_mysql_history(my, tmp_path, capsys):
     assert nat_lookup(["--ip", "10.9.9.9", "--port", "40001", "--at", "1700000010",
                        "--source", _uri(my, "nat_src")]) == 1
     capsys.readouterr()
-PKT_CONF = """\
-[global]
-loglevel=3
-stack=log1:NFLOG,base1:BASE,ifi1:IFINDEX,ip2bin1:IP2BIN,mac2str1:HWHDR,my1:MYSQL
-[log1]
-group={group}
-[my1]
-db="{db}"
-host="localhost"
-user="root"
-pass=""
-table="ulog"
-procedure="INSERT_PACKET_FULL"
-"""
 #: daemon writing, NFLOG group, its database made by: db init (True) or ulogd's file.
 WRITERS = {"ulogd": ("/usr/sbin/ulogd", 61, True), "ulogpy": (ULOGPY, 62, True),
            "ulogd_file": ("/usr/sbin/ulogd", 63, False)}
 PKT_TABLES = ("ulog2", "tcp", "udp", "icmp", "icmpv6", "sctp", "hwhdr", "mac")
 SURROGATE = ("_id", "_tcp_id", "_udp_id", "_icmp_id", "_icmpv6_id", "_sctp_id", "_hw_id",
              "mac_id", "_mac_id", "oob_time_sec", "oob_time_usec", "timestamp")
-
-
-def _pkt_ruleset() -> str:
-    def log(prefix: str) -> str:
-        return " ".join(f'log prefix "{prefix}" group {g}' for _, g, _ in WRITERS.values())
-
-    return ("table inet ulogpy_myinit {\n"
-            "  chain fwd_log {\n"
-            "    type filter hook forward priority 0; policy accept;\n"
-            f"    ct state new {log('FWD new: ')}\n"
-            "  }\n"
-            "  chain out_log {\n"
-            "    type filter hook output priority 0; policy accept;\n"
-            f"    meta l4proto {{ tcp, udp, icmp }} {log('OUT ')}\n"
-            f"    icmpv6 type {{ echo-request, echo-reply }} {log('OUT6 ')}\n"
-            "  }\n"
-            "}\n")
 
 
 @pytest.mark.live
@@ -257,7 +228,7 @@ def test_ulogd_and_ulogpy_write_the_same_packets(my, new_mydb, tmp_path, monkeyp
         if init:
             assert _run("--mysql", _uri(my, dbs[name])).returncode == 0
     with NatTopology() as topo:
-        topo.fw.nft(_pkt_ruleset())
+        topo.fw.nft(nflog_ruleset("ulogpy_myinit", (g for _, g, _ in WRITERS.values())))
         procs = {}
         for name, (binary, group, _) in WRITERS.items():
             conf = PKT_CONF.format(group=group, db=dbs[name])

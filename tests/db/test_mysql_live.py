@@ -24,7 +24,7 @@ import pytest
 
 from tests.compare import CLOCK_TOLERANCE_S
 from tests.db.helpers import wait_for
-from tests.db.mysql_fixtures import my_table_rows
+from tests.db.mysql_fixtures import PKT_CONF, my_table_rows
 from tests.db.sidebyside import (
     flow_topology,
     nflog_ruleset,
@@ -103,20 +103,6 @@ def test_same_flow_rows_as_ulogd(my, new_mydb, topo, tmp_path):
     print(f"ulog2_ct: {len(ours)} rows, every column equal to ulogd's (but ids, start times)")
 
 
-PKT_CONF = """\
-[global]
-loglevel=3
-stack=log1:NFLOG,base1:BASE,ifi1:IFINDEX,ip2bin1:IP2BIN,mac2str1:HWHDR,my1:MYSQL
-[log1]
-group={group}
-[my1]
-db="{db}"
-host="localhost"
-user="root"
-pass=""
-table="ulog"
-procedure="INSERT_PACKET_FULL"
-"""
 PKT_GROUPS = {"ulogd": 53, "ulogpy": 54}
 PKT_TABLES = ("ulog2", "tcp", "udp", "icmp", "icmpv6", "sctp", "hwhdr", "mac")
 

@@ -65,6 +65,20 @@ NEW, DESTROY = 1, 4
 UNKNOWN_START = 2  # start_exact: the row's `start` is its end (no start was known)
 
 
+#: One flow's interval from its rows (GROUP BY the conntrack id and tuple): the columns
+#: `rows_to_flows` reads, in its order (a batch statement puts its tag before them).
+_FLOW = (
+    "firewall, ct_id, proto, IPv6NumToString(orig_saddr), orig_sport,"
+    " IPv6NumToString(orig_daddr), orig_dport, IPv6NumToString(reply_daddr), reply_dport,"
+    " minIf(toFloat64(start) + start_us / 1000000, start_exact = 1),"
+    " countIf(start_exact = 1),"
+    " minIf(toFloat64(start) + start_us / 1000000, start_exact = 0),"
+    " countIf(start_exact = 0),"
+    " maxIf(toFloat64(end) + end_us / 1000000, event = 4) AS last_end,"
+    " countIf(event = 4) AS ends,"
+    " maxIf(orig_bytes, event = 4), maxIf(reply_bytes, event = 4),"
+    " anyLast(mark), any(zone)"
+)
 #: The lookup's range of `start`: the lookback before the window, the slack after it.
 _TIME_RANGE = ("start >= toDateTime(%(first)s)", "start <= toDateTime(%(hi)s)")
 
@@ -96,16 +110,7 @@ def lookup_sql(table: str, variant: str, q: Query) -> tuple[str, dict]:
         where.append("orig_dport = %(rport)s")
         params["rport"] = q.remote_port
     sql = (
-        "SELECT firewall, ct_id, proto, IPv6NumToString(orig_saddr), orig_sport,"
-        " IPv6NumToString(orig_daddr), orig_dport, IPv6NumToString(reply_daddr), reply_dport,"
-        " minIf(toFloat64(start) + start_us / 1000000, start_exact = 1),"
-        " countIf(start_exact = 1),"
-        " minIf(toFloat64(start) + start_us / 1000000, start_exact = 0),"
-        " countIf(start_exact = 0),"
-        " maxIf(toFloat64(end) + end_us / 1000000, event = 4) AS last_end,"
-        " countIf(event = 4) AS ends,"
-        " maxIf(orig_bytes, event = 4), maxIf(reply_bytes, event = 4),"
-        " anyLast(mark), any(zone)"
+        f"SELECT {_FLOW}"
         f" FROM {table}"
         f" PREWHERE {' AND '.join(prewhere)} WHERE {' AND '.join(where)}"
         " GROUP BY firewall, ct_id, proto, orig_saddr, orig_sport, orig_daddr, orig_dport,"
@@ -159,16 +164,7 @@ def keyed_sql(table: str, variant: str, qs: Sequence[tuple[int, Query]]) -> str:
         f" AS qp, [{', '.join(map(str, firsts))}] AS qf, [{', '.join(map(str, his))}] AS qh,"
         f" [{', '.join(map(str, los))}] AS ql, [{', '.join(str(t) for t, _ in qs)}] AS qt"
         " SELECT qt[tag],"
-        " firewall, ct_id, proto, IPv6NumToString(orig_saddr), orig_sport,"
-        " IPv6NumToString(orig_daddr), orig_dport, IPv6NumToString(reply_daddr), reply_dport,"
-        " minIf(toFloat64(start) + start_us / 1000000, start_exact = 1),"
-        " countIf(start_exact = 1),"
-        " minIf(toFloat64(start) + start_us / 1000000, start_exact = 0),"
-        " countIf(start_exact = 0),"
-        " maxIf(toFloat64(end) + end_us / 1000000, event = 4) AS last_end,"
-        " countIf(event = 4) AS ends,"
-        " maxIf(orig_bytes, event = 4), maxIf(reply_bytes, event = 4),"
-        " anyLast(mark), any(zone),"
+        f" {_FLOW},"
         " arrayJoin(arrayFilter(i -> qa[i] = reply_daddr AND qp[i] = reply_dport"
         " AND toUInt32(start) >= qf[i] AND toUInt32(start) <= qh[i], arrayEnumerate(qa)))"
         " AS tag"
