@@ -247,6 +247,10 @@ class InputPlugin(Plugin):
     def on_readable(self) -> None:
         """Read what is ready, decode, `emit` each event (registered with the loop in start)."""
 
+    def catch_up(self) -> None:
+        """Decode and `emit` what was read but not decoded yet; the daemon calls it before
+        it stops.  Only an input that reads ahead (the netlink inputs) has anything."""
+
 
 class FilterPlugin(Plugin):
     """Reads keys of a record and adds its own.  Return False to stop the event."""

@@ -8,7 +8,7 @@ import sys
 
 from ulogpy import __version__, fastpath
 from ulogpy.config.errors import ConfigError
-from ulogpy.core.plugin import Plugin, PluginError
+from ulogpy.core.plugin import InputPlugin, Plugin, PluginError
 from ulogpy.core.stack import Pipeline, load_pipeline
 from ulogpy.daemon import metrics
 from ulogpy.daemon.loop import Loop
@@ -129,16 +129,13 @@ def _start_order(pipeline: Pipeline) -> list[Plugin]:
     return [i for i in everything if i not in pipeline.inputs] + list(pipeline.inputs)
 
 
-def _catch_up(inputs: list[Plugin], runner: Runner) -> None:
+def _catch_up(inputs: list[InputPlugin], runner: Runner) -> None:
     """Before the outputs drain: the datagrams the inputs read ahead, decoded and handed
     over (they are in this process's memory, not in the kernel: stopping must not lose
     them)."""
     for inp in inputs:
-        catch_up = getattr(inp, "catch_up", None)
-        if catch_up is None:
-            continue
         try:
-            catch_up()
+            inp.catch_up()
         except Exception as exc:
             log.error("%s: decoding what was read before stopping failed: %s", inp, exc)
     runner.after_batch()

@@ -379,8 +379,8 @@ class CtDecoder(ShapeCache):
         else:
             return None
         family = buf[offset + 16]
-        shapes = self.shapes.get(mlen << 8 | family)
-        if shapes is not None:
+        shapes = self.shapes and self.shapes.get(mlen << 8 | family)
+        if shapes:
             img = int.from_bytes(buf[offset + _MIN_LEN : offset + mlen], "little")
             for mask, image, fill in shapes:
                 if img & mask == image:

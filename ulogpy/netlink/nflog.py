@@ -242,8 +242,9 @@ class NflogDecoder(ShapeCache):
         v["oob.family"] = buf[offset + 16]
         v["raw"] = buf[offset:end]
 
-        shapes = self.shapes.get(buf[start : start + _KEY_LEN])
-        if shapes is not None:
+        # (no shapes with the compiled walker: then not even the key is cut out)
+        shapes = self.shapes and self.shapes.get(buf[start : start + _KEY_LEN])
+        if shapes:
             for mask, image, size, fill in shapes:
                 if size <= end - start and int.from_bytes(buf[start : start + size], "little") \
                         & mask == image:
