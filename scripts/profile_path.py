@@ -210,6 +210,7 @@ def hand_over(pipeline: Pipeline, records: list[dict], seconds: float) -> float:
     the generated chain, the queue's `put`, the hand-over per batch, the thread's loop."""
     stack = pipeline.stacks[0]
     out = stack.output
+    saved = [(filt, filt.__dict__.get("interp")) for filt in stack.filters]
     for filt in stack.filters:
         filt.interp = lambda record: None
     out.render = lambda record: ""
@@ -227,8 +228,11 @@ def hand_over(pipeline: Pipeline, records: list[dict], seconds: float) -> float:
         cost = per_item(batch, [None], seconds) / (len(records) * 8)
     finally:
         runner.shutdown()
-        for filt in stack.filters:
-            del filt.interp
+        for filt, interp in saved:  # (the compiled twin where one was set, else the method)
+            if interp is None:
+                del filt.interp
+            else:
+                filt.interp = interp
         del out.render
         out.transport = real
     return cost

@@ -887,10 +887,138 @@ static PyTypeObject JsonLineType = {
     .tp_call = (ternaryfunc)JsonLine_call,
 };
 
+/* ------------------------------------------------------------- addresses */
+
+#include <arpa/inet.h>
+#include <sys/socket.h>
+
+/* AddressText(pairs, families, texts, max_texts, fallback)(record): IP2STR's conversion.
+   `pairs` is IP2STR's table of (address key, text key), `families` its map of
+   oob.family to AF_INET / AF_INET6, `texts` its memo of texts per AF (dicts of bytes to
+   str, cleared when they reach `max_texts`; inet_ntop formats with sprintf, and the same
+   few addresses come again and again).  Each address present (bytes of the family's
+   size) gets its text under the text key.  Anything else -- a family not in the map, an
+   address of another type or size -- is the Python way's to decide (`fallback`, the
+   pure interp, which counts and logs as it always does): it is called on the record and
+   its result returned.  The keys set before that are set again by it, to the same
+   texts. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *pairs;     /* tuple of (str, str) */
+    PyObject *families;  /* dict int -> int */
+    PyObject *texts;     /* dict int -> dict bytes -> str */
+    Py_ssize_t max_texts;
+    PyObject *fallback;
+    PyObject *family_key;
+} AddressText;
+
+static int AddressText_init(AddressText *self, PyObject *args, PyObject *kw)
+{
+    PyObject *pairs, *families, *texts, *fallback;
+    Py_ssize_t max_texts;
+    if (!PyArg_ParseTuple(args, "O!O!O!nO:AddressText", &PyTuple_Type, &pairs, &PyDict_Type,
+                          &families, &PyDict_Type, &texts, &max_texts, &fallback))
+        return -1;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(pairs); i++) {
+        PyObject *pair = PyTuple_GET_ITEM(pairs, i);
+        if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2
+            || !PyUnicode_CheckExact(PyTuple_GET_ITEM(pair, 0))
+            || !PyUnicode_CheckExact(PyTuple_GET_ITEM(pair, 1))) {
+            PyErr_SetString(PyExc_TypeError, "pairs must be (str, str) tuples");
+            return -1;
+        }
+    }
+    PyObject *family_key = PyUnicode_FromString("oob.family");
+    if (family_key == NULL) return -1;
+    Py_XSETREF(self->pairs, Py_NewRef(pairs));
+    Py_XSETREF(self->families, Py_NewRef(families));
+    Py_XSETREF(self->texts, Py_NewRef(texts));
+    self->max_texts = max_texts;
+    Py_XSETREF(self->fallback, Py_NewRef(fallback));
+    Py_XSETREF(self->family_key, family_key);
+    return 0;
+}
+
+static PyObject *AddressText_call(AddressText *self, PyObject *args, PyObject *kw)
+{
+    PyObject *record;
+    if ((kw != NULL && PyDict_GET_SIZE(kw)) || PyTuple_GET_SIZE(args) != 1) {
+        PyErr_SetString(PyExc_TypeError, "AddressText(record) takes one argument");
+        return NULL;
+    }
+    record = PyTuple_GET_ITEM(args, 0);
+    if (!PyDict_CheckExact(record) || self->pairs == NULL)
+        return PyObject_CallOneArg(self->fallback, record);
+    PyObject *family = PyDict_GetItemWithError(record, self->family_key);
+    if (family == NULL && PyErr_Occurred()) return NULL;
+    PyObject *af_obj = family == NULL || !PyLong_CheckExact(family) ? NULL
+        : PyDict_GetItemWithError(self->families, family);
+    if (af_obj == NULL) {
+        if (PyErr_Occurred()) return NULL;
+        return PyObject_CallOneArg(self->fallback, record);
+    }
+    long af = PyLong_AsLong(af_obj);
+    Py_ssize_t size = af == AF_INET ? 4 : af == AF_INET6 ? 16 : -1;
+    PyObject *memo = size < 0 ? NULL : PyDict_GetItemWithError(self->texts, af_obj);
+    if (memo == NULL || !PyDict_CheckExact(memo)) {
+        if (PyErr_Occurred()) return NULL;
+        return PyObject_CallOneArg(self->fallback, record);
+    }
+    char text[INET6_ADDRSTRLEN];
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(self->pairs); i++) {
+        PyObject *pair = PyTuple_GET_ITEM(self->pairs, i);
+        PyObject *value = PyDict_GetItemWithError(record, PyTuple_GET_ITEM(pair, 0));
+        if (value == NULL) {
+            if (PyErr_Occurred()) return NULL;
+            continue;
+        }
+        if (value == Py_None) continue;
+        if (!PyBytes_CheckExact(value) || PyBytes_GET_SIZE(value) != size)
+            return PyObject_CallOneArg(self->fallback, record);
+        PyObject *str = PyDict_GetItemWithError(memo, value);
+        if (str != NULL) {
+            Py_INCREF(str);
+        } else {
+            if (PyErr_Occurred()) return NULL;
+            if (inet_ntop((int)af, PyBytes_AS_STRING(value), text, sizeof text) == NULL)
+                return PyObject_CallOneArg(self->fallback, record);
+            str = PyUnicode_DecodeASCII(text, (Py_ssize_t)strlen(text), NULL);
+            if (str == NULL) return NULL;
+            if (PyDict_GET_SIZE(memo) >= self->max_texts) PyDict_Clear(memo);
+            if (PyDict_SetItem(memo, value, str) < 0) { Py_DECREF(str); return NULL; }
+        }
+        int rc = PyDict_SetItem(record, PyTuple_GET_ITEM(pair, 1), str);
+        Py_DECREF(str);
+        if (rc < 0) return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static void AddressText_dealloc(AddressText *self)
+{
+    Py_XDECREF(self->pairs);
+    Py_XDECREF(self->families);
+    Py_XDECREF(self->texts);
+    Py_XDECREF(self->fallback);
+    Py_XDECREF(self->family_key);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyTypeObject AddressTextType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "ulogpy._fastpath.AddressText",
+    .tp_doc = PyDoc_STR("AddressText(pairs, families, texts, max_texts, fallback)(record)"),
+    .tp_basicsize = sizeof(AddressText),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)AddressText_init,
+    .tp_dealloc = (destructor)AddressText_dealloc,
+    .tp_call = (ternaryfunc)AddressText_call,
+};
+
 /* ------------------------------------------------------------- reading */
 
 #include <errno.h>
-#include <sys/socket.h>
 
 /* recv_batch(fd, buf, count) -> (datagrams, errno): up to `count` datagrams of a
    non-blocking socket, each copied out of `buf` at its own size, without letting go of
@@ -934,8 +1062,8 @@ static PyMethodDef module_methods[] = {
 static struct PyModuleDef fastpath_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "ulogpy._fastpath",
-    .m_doc = "The compiled per-event path: a netlink walker and a JSON line writer, "
-             "both driven by tables given from Python.",
+    .m_doc = "The compiled per-event path: a netlink walker, IP2STR's conversion and a "
+             "JSON line writer, all driven by tables given from Python.",
     .m_size = -1,
     .m_methods = module_methods,
 };
@@ -943,13 +1071,15 @@ static struct PyModuleDef fastpath_module = {
 PyMODINIT_FUNC PyInit__fastpath(void)
 {
     if (PyType_Ready(&WalkerType) < 0 || PyType_Ready(&FlatWalkerType) < 0
-        || PyType_Ready(&JsonLineType) < 0)
+        || PyType_Ready(&JsonLineType) < 0
+        || PyType_Ready(&AddressTextType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&fastpath_module);
     if (m == NULL) return NULL;
     if (PyModule_AddObjectRef(m, "Walker", (PyObject *)&WalkerType) < 0
         || PyModule_AddObjectRef(m, "FlatWalker", (PyObject *)&FlatWalkerType) < 0
-        || PyModule_AddObjectRef(m, "JsonLine", (PyObject *)&JsonLineType) < 0) {
+        || PyModule_AddObjectRef(m, "JsonLine", (PyObject *)&JsonLineType) < 0
+        || PyModule_AddObjectRef(m, "AddressText", (PyObject *)&AddressTextType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -6,6 +6,7 @@ import socket
 
 from ulogpy.plugins.filter.addrfamily import NFPROTO_IPV4, NFPROTO_IPV6, address_family, refuse
 
+from ulogpy import fastpath
 from ulogpy.core.keys import IPADDR, STRING, U8, U16, keys
 from ulogpy.core.plugin import DataType, FilterPlugin, counters
 
@@ -39,6 +40,16 @@ class IP2STR(FilterPlugin):
     )
     output_keys = keys(*((name + ".str", STRING, False, _CIM.get(name)) for name in _ADDRESS_KEYS))
 
+    def configure(self) -> None:
+        # The compiled twin of `interp` from the same tables, where it is built: it
+        # converts what it can and hands the rest (families it is not given, addresses
+        # of another type or size) to `interp` itself, so the counting and the
+        # messages stay in one place.
+        compiled = fastpath.compiled
+        if compiled is not None:
+            self.interp = compiled.AddressText(_PAIRS, _BY_FAMILY, _TEXTS, MAX_TEXTS,
+                                                  self.python_interp)
+
     def interp(self, record: dict) -> bool | None:
         af = _BY_FAMILY.get(record.get("oob.family"))
         if af is None:
@@ -62,6 +73,8 @@ class IP2STR(FilterPlugin):
                         continue
                 record[out] = text
         return None
+
+    python_interp = interp  # (an instance's `interp` may be the compiled twin)
 
     def _convert(self, af: int, value: bytes) -> str | None:
         """`inet_ntop`, remembered in `_TEXTS`; None (counted) for a malformed address."""

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from ulogpy.plugins.filter import ip2str as ip2str_module
 from ulogpy.plugins.output.json import compiled_line
 
 from tests.fixtures.recorded import load_records
@@ -303,6 +304,65 @@ def test_keys_shared_between_fields_give_the_same_json_bytes(data: st.DataObject
                    for v in record.values())
     else:
         assert got == want
+
+
+# ------------------------------------------------------------------ IP2STR
+
+ADDRESS_KEYS = [name for name, _out in ip2str_module._PAIRS]
+ADDRESSES = st.one_of(
+    st.binary(min_size=4, max_size=4), st.binary(min_size=16, max_size=16),
+    st.binary(max_size=20), st.none(), st.integers(0, 2**32), TEXT,
+    st.binary(min_size=4, max_size=4).map(bytearray),
+)
+
+
+def _converted(ip2str, interp, record: dict) -> tuple:
+    """(the record's items after `interp`, its result or error class, counters grown)."""
+    before = ip2str.counters.snapshot()
+    rec = dict(record)
+    try:
+        result: object = interp(rec)
+    except Exception as exc:  # noqa: BLE001 - the class is what is compared
+        result = type(exc)
+    after = ip2str.counters.snapshot()
+    grown = {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
+    return list(rec.items()), result, grown
+
+
+def test_the_compiled_address_text_is_the_one_ip2str_runs(json_outputs) -> None:
+    ip2str = json_outputs[0][0]
+    assert type(ip2str.interp) is fastpath.compiled.AddressText
+
+
+def test_recorded_records_get_the_same_address_texts(json_outputs) -> None:
+    ip2str = json_outputs[0][0]
+    for m in MESSAGES:
+        ev = conntrack.decode_ct(m)
+        if ev is not None:
+            rec = dict(ev.values)
+            assert _converted(ip2str, ip2str.interp, rec) == \
+                _converted(ip2str, ip2str.python_interp, rec)
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[
+    HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_any_record_gets_the_same_address_texts(json_outputs, data: st.DataObject) -> None:
+    """Any family (bridged with any ethertype, unknown, absent, not an int), any address
+    value (either size, the wrong size, not bytes): the same keys in the same order, the
+    same result or error, the same counters."""
+    ip2str = json_outputs[0][0]
+    rec: dict = {}
+    family = data.draw(st.one_of(st.sampled_from([2, 10, 7, 0, 3]), st.none(), st.booleans(),
+                                 st.just("2")))
+    if family is not None:
+        rec["oob.family"] = family
+    if data.draw(st.booleans()):
+        rec["oob.protocol"] = data.draw(st.sampled_from([0x0800, 0x0806, 0x86DD, 0, 1]))
+    for key in data.draw(st.lists(st.sampled_from(ADDRESS_KEYS), max_size=8)):
+        rec[key] = data.draw(ADDRESSES)
+    assert _converted(ip2str, ip2str.interp, rec) == \
+        _converted(ip2str, ip2str.python_interp, rec)
 
 
 def test_recv_batch_reads_like_recv() -> None:
