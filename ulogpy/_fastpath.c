@@ -651,6 +651,8 @@ static int ob_json_string(outbuf *b, const char *s, Py_ssize_t n)
     return 0;
 }
 
+#define LAYOUT_MAX 128
+
 typedef struct {
     PyObject *sep_prefix;  /* bytes: ", " + "\"name\": " */
     int is_string;
@@ -667,6 +669,14 @@ typedef struct {
     json_field *fields;
     PyObject *index;      /* record key -> field number * 256 + rank among its keys */
     int by_record;        /* every key in one field only: walk the record, not the fields */
+    /* The `index` entries of the keys of the records seen, by position in the record:
+       records of one kind hold the same key objects (the decoder's and the plugins'
+       own strs) in the same order, so one pointer comparison finds an item's field,
+       where a look-up hashes and compares.  Each entry keeps its key alive, so an
+       equal pointer is the same key.  -1: a key of no field. */
+    Py_ssize_t layout_n;
+    PyObject *layout_keys[LAYOUT_MAX];
+    Py_ssize_t layout_where[LAYOUT_MAX];
 } JsonLine;
 
 static void JsonLine_clear_fields(JsonLine *self)
@@ -681,6 +691,8 @@ static void JsonLine_clear_fields(JsonLine *self)
     self->fields = NULL;
     self->nfields = 0;
     Py_CLEAR(self->index);
+    for (Py_ssize_t i = 0; i < self->layout_n; i++) Py_CLEAR(self->layout_keys[i]);
+    self->layout_n = 0;
 }
 
 static int JsonLine_init(JsonLine *self, PyObject *args, PyObject *kw)
@@ -814,16 +826,28 @@ static PyObject *JsonLine_call(JsonLine *self, PyObject *args, PyObject *kw)
     }
     if (rc == 0 && self->by_record && PyDict_CheckExact(record)) {
         for (Py_ssize_t i = 0; i < self->nfields; i++) { values[i] = NULL; ranks[i] = -1; }
-        Py_ssize_t it = 0;
+        Py_ssize_t it = 0, pos = 0;
         PyObject *key, *v;
         while (PyDict_Next(record, &it, &key, &v)) {
-            if (v == Py_None || !PyUnicode_CheckExact(key)) continue;
-            PyObject *where = PyDict_GetItemWithError(self->index, key);
-            if (where == NULL) {
-                if (PyErr_Occurred()) { rc = -1; break; }
-                continue;
+            Py_ssize_t w = -1;
+            if (pos < self->layout_n && self->layout_keys[pos] == key) {
+                w = self->layout_where[pos];
+            } else {
+                if (PyUnicode_CheckExact(key)) {
+                    PyObject *where = PyDict_GetItemWithError(self->index, key);
+                    if (where != NULL) w = PyLong_AsSsize_t(where);
+                    else if (PyErr_Occurred()) { rc = -1; break; }
+                }
+                if (pos < LAYOUT_MAX) {
+                    Py_INCREF(key);
+                    Py_XSETREF(self->layout_keys[pos], key);
+                    self->layout_where[pos] = w;
+                    if (pos >= self->layout_n) self->layout_n = pos + 1;
+                }
             }
-            Py_ssize_t w = PyLong_AsSsize_t(where), f = w >> 8;
+            pos++;
+            if (w < 0 || v == Py_None) continue;
+            Py_ssize_t f = w >> 8;
             int r = (int)(w & 255);
             if (r > ranks[f]) { values[f] = v; ranks[f] = r; }
         }
