@@ -1,10 +1,10 @@
 /* ulogpy._fastpath: the compiled per-event path, driven by the Python tables.
  *
- * Why C against the CPython API (not Cython): the work is two loops over tables
+ * Why C against the CPython API (not Cython): the work is a few loops over tables
  * that the Python code already declares -- a netlink attribute walker
- * (ulogpy.netlink.attrs tables, ulogpy.netlink.nflog's PACKET_ATTRS) and a JSON
- * line writer (plugins/output/json.py's field table) -- with dicts and strs at
- * both ends.  Written against the API they need no build dependency beyond gcc
+ * (ulogpy.netlink.attrs tables, ulogpy.netlink.nflog's PACKET_ATTRS), IP2STR's
+ * address conversion (its pair table and memo) and a JSON line writer
+ * (plugins/output/json.py's field table) -- with dicts and strs at both ends.  Written against the API they need no build dependency beyond gcc
  * and the Python headers, which every machine that runs scripts/setup has.
  *
  * Nothing here knows a netlink family or a ulogd key: every name, attribute
