@@ -971,7 +971,11 @@ static PyObject *AddressText_call(AddressText *self, PyObject *args, PyObject *k
         return NULL;
     }
     record = PyTuple_GET_ITEM(args, 0);
-    if (!PyDict_CheckExact(record) || self->pairs == NULL)
+    if (self->pairs == NULL || self->fallback == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "AddressText is not initialised");
+        return NULL;
+    }
+    if (!PyDict_CheckExact(record))
         return PyObject_CallOneArg(self->fallback, record);
     PyObject *family = PyDict_GetItemWithError(record, self->family_key);
     if (family == NULL && PyErr_Occurred()) return NULL;
@@ -1018,13 +1022,31 @@ static PyObject *AddressText_call(AddressText *self, PyObject *args, PyObject *k
     Py_RETURN_NONE;
 }
 
+/* The fallback is the plugin's bound method, and the plugin holds this object: a
+   cycle, which the garbage collector must be able to see and break. */
+static int AddressText_traverse(AddressText *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->pairs);
+    Py_VISIT(self->families);
+    Py_VISIT(self->texts);
+    Py_VISIT(self->fallback);
+    return 0;
+}
+
+static int AddressText_clear(AddressText *self)
+{
+    Py_CLEAR(self->pairs);
+    Py_CLEAR(self->families);
+    Py_CLEAR(self->texts);
+    Py_CLEAR(self->fallback);
+    Py_CLEAR(self->family_key);
+    return 0;
+}
+
 static void AddressText_dealloc(AddressText *self)
 {
-    Py_XDECREF(self->pairs);
-    Py_XDECREF(self->families);
-    Py_XDECREF(self->texts);
-    Py_XDECREF(self->fallback);
-    Py_XDECREF(self->family_key);
+    PyObject_GC_UnTrack(self);
+    AddressText_clear(self);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -1033,7 +1055,9 @@ static PyTypeObject AddressTextType = {
     .tp_name = "ulogpy._fastpath.AddressText",
     .tp_doc = PyDoc_STR("AddressText(pairs, families, texts, max_texts, fallback)(record)"),
     .tp_basicsize = sizeof(AddressText),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_traverse = (traverseproc)AddressText_traverse,
+    .tp_clear = (inquiry)AddressText_clear,
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)AddressText_init,
     .tp_dealloc = (destructor)AddressText_dealloc,

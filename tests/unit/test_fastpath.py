@@ -344,6 +344,25 @@ def test_recorded_records_get_the_same_address_texts(json_outputs) -> None:
                 _converted(ip2str, ip2str.python_interp, rec)
 
 
+
+def test_an_ip2str_with_its_compiled_twin_is_collected(tmp_path: Path) -> None:
+    """The twin calls back into its plugin, which holds it: the collector must see the
+    cycle (a daemon that rebuilds its stacks must not keep the old ones)."""
+    import gc
+    import weakref
+
+    conf = tmp_path / "c.conf"
+    conf.write_text("[global]\nstack=ct1:NFCT,ip2str1:IP2STR,json1:JSON\n[ct1]\n"
+                    f'[json1]\nfile="{tmp_path}/o.json"\n')
+    pipeline = build_pipeline(load_config(str(conf)))
+    ip2str = pipeline.stacks[0].filters[0]
+    assert type(ip2str.interp) is fastpath.compiled.AddressText
+    gone = weakref.ref(ip2str)
+    del pipeline, ip2str
+    gc.collect()
+    assert gone() is None
+
+
 @settings(max_examples=1500, deadline=None, suppress_health_check=[
     HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(st.data())
