@@ -211,6 +211,7 @@ def hand_over(pipeline: Pipeline, records: list[dict], seconds: float) -> float:
     stack = pipeline.stacks[0]
     out = stack.output
     saved = [(filt, filt.__dict__.get("interp")) for filt in stack.filters]
+    saved_render = out.__dict__.get("render")
     for filt in stack.filters:
         filt.interp = lambda record: None
     out.render = lambda record: ""
@@ -233,7 +234,10 @@ def hand_over(pipeline: Pipeline, records: list[dict], seconds: float) -> float:
                 del filt.interp
             else:
                 filt.interp = interp
-        del out.render
+        if saved_render is None:
+            del out.render
+        else:
+            out.render = saved_render
         out.transport = real
     return cost
 

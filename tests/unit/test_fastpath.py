@@ -148,9 +148,9 @@ def _lines(out, record: dict) -> tuple:
 
     compiled = out._line
     try:
-        first = attempt(out.render)
+        first = attempt(out.render)  # the instance's (`_render_now` where it is set)
         out._line = None
-        second = attempt(out.render)
+        second = attempt(lambda r: type(out).render(out, r))
     finally:
         out._line = compiled
     return first, second, attempt(out._generic)
