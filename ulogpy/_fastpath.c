@@ -592,9 +592,8 @@ typedef struct {
     char local[2048];
 } outbuf;
 
-static int ob_grow(outbuf *b, Py_ssize_t more)
+static int ob_grow_slow(outbuf *b, Py_ssize_t more)
 {
-    if (b->len + more <= b->cap) return 0;
     Py_ssize_t cap = b->cap * 2;
     while (cap < b->len + more) cap *= 2;
     char *p = b->data == b->local ? PyMem_Malloc(cap) : PyMem_Realloc(b->data, cap);
@@ -603,6 +602,12 @@ static int ob_grow(outbuf *b, Py_ssize_t more)
     b->data = p;
     b->cap = cap;
     return 0;
+}
+
+/* Room for `more` bytes: the check inline, the growing out of line. */
+static inline int ob_grow(outbuf *b, Py_ssize_t more)
+{
+    return b->len + more <= b->cap ? 0 : ob_grow_slow(b, more);
 }
 
 static inline int ob_put(outbuf *b, const char *s, Py_ssize_t n)
@@ -618,12 +623,13 @@ static const char HEX[] = "0123456789ABCDEF";
 /* `text` (UTF-8) quoted the way jsontext.json_string quotes it. */
 static int ob_json_string(outbuf *b, const char *s, Py_ssize_t n)
 {
-    if (ob_grow(b, n + 2) < 0) return -1;
+    /* Room for the worst case at once (every byte a \\u00XX), then no check per byte. */
+    if (n > (PY_SSIZE_T_MAX - 2) / 6) { PyErr_NoMemory(); return -1; }
+    if (ob_grow(b, 6 * n + 2) < 0) return -1;
     b->data[b->len++] = '"';
     for (Py_ssize_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
         if (c >= 0x20 && c != '"' && c != '\\') {
-            if (ob_grow(b, 2) < 0) return -1;
             b->data[b->len++] = (char)c;
             continue;
         }
@@ -642,11 +648,9 @@ static int ob_json_string(outbuf *b, const char *s, Py_ssize_t n)
             esc[1] = 'u'; esc[2] = '0'; esc[3] = '0'; esc[4] = HEX[c >> 4]; esc[5] = HEX[c & 15];
             k = 6;
         }
-        if (ob_grow(b, k + 1) < 0) return -1;
         memcpy(b->data + b->len, esc, k);
         b->len += k;
     }
-    if (ob_grow(b, 1) < 0) return -1;
     b->data[b->len++] = '"';
     return 0;
 }

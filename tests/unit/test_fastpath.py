@@ -172,7 +172,9 @@ def test_recorded_records_give_the_same_json_bytes(json_outputs) -> None:
         records = _recorded_records(ip2str)
         odd = dict(records[0])  # every ASCII character, then some that are not ASCII
         odd["reply.ip.saddr.str"] = "".join(map(chr, range(128))) + "\u00e9\u20ac\U0001f600"
-        for rec in [*records, odd]:
+        long = dict(records[0])  # a line past the writer's 2 KiB on the stack, grown twice
+        long["reply.ip.saddr.str"] = '\x01a"\\' * 1500
+        for rec in [*records, long, odd]:
             compiled, generated, generic = _lines(out, rec)
             assert compiled == generated == generic
             assert isinstance(compiled, str)
