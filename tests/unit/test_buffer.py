@@ -31,6 +31,7 @@ def _take_all(buffer: Buffer) -> list:
             source, items = buffer.take(7)
         if not items:
             return out
+        items = buffer.rows(source, items)  # (a writer decodes the spool's lines unlocked)
         buffer.done(source, len(items))
         out.extend(items)
 
@@ -83,7 +84,7 @@ def test_overflow_fills_memory_then_the_spool_and_nothing_overtakes_it(tmp_path:
     buffer.done(MEMORY, 3)
     with buffer.cond:
         source, items = buffer.take(10)
-    assert (source, items) == (SPOOL, ["r3\n", "r4\n", "r5\n"])
+    assert (source, buffer.rows(source, items)) == (SPOOL, ["r3\n", "r4\n", "r5\n"])
     buffer.give_back(SPOOL, items)                  # not written: read again, same order
     assert _take_all(buffer) == ["r3\n", "r4\n", "r5\n"]
     assert buffer.counters.get("spooled") == 3 and buffer.counters.get("replayed") == 3
@@ -92,4 +93,39 @@ def test_overflow_fills_memory_then_the_spool_and_nothing_overtakes_it(tmp_path:
         assert buffer.take(10) == (MEMORY, [])     # caught up: memory again
     _hand(buffer, ["r6\n"])
     assert _take_all(buffer) == ["r6\n"]
+    spool.close()
+
+
+def test_a_corrupt_spool_line_is_counted_skipped_and_committed_past(tmp_path: Path) -> None:
+    """The writer decodes the spool's lines after the buffer's lock (`rows`): a line that
+    does not decode is counted `corrupt` and left out, and committing the rows written
+    moves the spool past it (a restart finds nothing left)."""
+    spool = Spool(tmp_path / "s", 1 << 20, encode_text, decode=decode_text)
+    spool.open()
+    buffer = _buffer(1, "spool", spool)
+    _hand(buffer, ["r0\n", "r1\n", "r2\n"])              # r0 in memory, r1-r2 on disk
+    spool.flush()
+    (segment,) = (tmp_path / "s").glob("*.spool")
+    good = segment.read_bytes()
+    first = good.index(b"\n") + 1
+    segment.write_bytes(good[:first] + b"{not json\n" + good[first:])  # between r1 and r2
+    spool.sizes[int(segment.stem)] = segment.stat().st_size
+    spool.rewind()
+    assert _take_all(buffer) == ["r0\n", "r1\n", "r2\n"]
+    assert spool.corrupt == 1
+    spool.close()
+    again = Spool(tmp_path / "s", 1 << 20, encode_text, decode=decode_text)
+    assert again.open() == 0
+    again.close()
+
+
+def test_a_full_spool_keeps_the_head_of_a_batch_and_counts_the_rest(tmp_path: Path) -> None:
+    line = len(encode_text("r0\n"))
+    spool = Spool(tmp_path / "s", 3 * line, encode_text, decode=decode_text)
+    spool.open()
+    buffer = _buffer(1, "spool", spool)
+    _hand(buffer, ["m\n"])                               # memory full
+    _hand(buffer, [f"r{i}\n" for i in range(5)])         # 3 fit on disk, 2 do not
+    assert buffer.counters.get("spooled") == 3 and buffer.counters.get("dropped") == 2
+    assert _take_all(buffer) == ["m\n", "r0\n", "r1\n", "r2\n"]
     spool.close()

@@ -20,6 +20,7 @@ outage never reorders or loses what waits.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -77,10 +78,14 @@ class Buffer:
             return
         batch = self.pending[:]
         self.pending.clear()
+        # While spilling, the batch is encoded before the lock is taken (the writer,
+        # reading the spool under it, must not wait for that); `spilling` is read again
+        # under the lock, and if the writer caught up meanwhile the lines are not used.
+        encoded = self.spool.encode_all(batch) if self.spilling and self.spool else None
         with self.cond:
             was_empty = not self.count
             if self.spilling:
-                self._to_spool(batch)  # nothing overtakes the spool
+                self._to_spool(batch, encoded)  # nothing overtakes the spool
             elif self.count + len(batch) > self.size:
                 self._overflow(batch)
             else:
@@ -142,16 +147,22 @@ class Buffer:
             self.count += 1
         self.drop(dropped, "queue full")
 
-    def _to_spool(self, batch: list) -> None:
+    def _to_spool(self, batch: list,
+                  encoded: tuple[list[bytes], Exception | None] | None = None) -> None:
+        """Append `batch` to the spool (`encoded`: its lines, if made already); what
+        cannot be encoded or written, from the first such item on, is dropped, counted."""
         assert self.spool is not None
-        done = 0
+        lines, failure = encoded or self.spool.encode_all(batch)
+        done = len(lines)
         try:
-            for item in batch:
-                self.spool.append(item)
-                done += 1
+            self.spool.append_lines(lines)
+        except OSError as exc:
+            done = getattr(exc, "written", 0)
+            failure = exc
+        with contextlib.suppress(OSError):  # what stays in the file's buffer goes later
             self.spool.flush()
-        except (OSError, ValueError, TypeError) as exc:
-            self.drop(len(batch) - done, f"spool failed: {exc}")
+        if failure is not None:
+            self.drop(len(batch) - done, f"spool failed: {failure}")
         self.counters.add("spooled", done)
 
     def drop(self, count: int, why: str) -> None:
@@ -172,7 +183,8 @@ class Buffer:
         return self.spilling
 
     def take(self, max_items: int) -> tuple[str, list]:
-        """The oldest items, from memory or else the spool (call with `cond` held)."""
+        """The oldest items, from memory or else the spool's lines (call with `cond`
+        held; `rows` makes them ready to write)."""
         if self.count:
             items: list = []
             while self._batches and len(items) < max_items:
@@ -195,7 +207,15 @@ class Buffer:
             self.spilling = False
             log.info("%s: spool drained", self.label)
             return MEMORY, []
-        return SPOOL, self.spool.read(max_items)
+        return SPOOL, self.spool.read_lines(max_items)  # decoded by `rows`, unlocked
+
+    def rows(self, source: str, items: list) -> list:
+        """The items of a `take`, ready to write: the spool's lines decoded (call without
+        `cond` held: decoding a batch takes a while, and the reader's hand-over must not
+        wait for it)."""
+        if source == SPOOL and self.spool is not None:
+            return self.spool.decode_lines(items)
+        return items
 
     def done(self, source: str, count: int) -> None:
         """The first `count` items of the last `take` are handled."""

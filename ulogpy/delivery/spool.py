@@ -7,7 +7,10 @@ A directory of append-only segment files (`<seq>.spool`), one JSON value
 per line (a record, or a file output's rendered line), read back oldest
 segment first.  Reading is two-phase: `read`
 hands out rows, `commit` (after the output wrote them) moves the
-durable position, `rewind` gives them back.  The position inside the
+durable position, `rewind` gives them back.  Encoding and decoding, most of
+a spilled item's cost, happen outside every lock (`encode_all` before
+`append_lines`, `decode_lines` after `read_lines`): in a burst the reader
+spills while the writer replays, and neither waits for the other's JSON.  The position inside the
 oldest segment lives in `<seq>.pos`; consumed segments are deleted.
 `prepend` writes a segment *before* all others: at shutdown, rows still in
 memory are older than whatever already overflowed to disk.
@@ -172,15 +175,45 @@ class Spool:
 
     def append(self, record: dict) -> None:
         """Add one row at the end (raises OSError / SpoolError when it cannot)."""
-        line = self.encode(record)
+        self.append_lines([self.encode(record)])
+
+    def encode_all(self, items: list) -> tuple[list[bytes], Exception | None]:
+        """The spool lines of `items`, up to the first that cannot be encoded (and why).
+
+        Why apart from `append_lines`: encoding is most of a spilled item's cost, and
+        it touches nothing shared, so the reader does it before taking any lock (the
+        writer thread, reading the spool meanwhile, is not held up by it).
+        """
+        lines: list[bytes] = []
+        encode = self.encode
+        try:
+            for item in items:
+                lines.append(encode(item))
+        except (ValueError, TypeError) as exc:
+            return lines, exc
+        return lines, None
+
+    def append_lines(self, lines: list[bytes]) -> None:
+        """Add encoded rows at the end, in order.  On OSError / SpoolError (full) the
+        exception's `written` says how many of them are in the spool."""
+        written = 0
         with self.lock:
-            if self.total_bytes() + len(line) > self.max_bytes:
-                raise SpoolError(f"spool {self.dir} is full ({self.max_bytes} bytes)")
-            if self._writer is None or self.sizes[self._wseq] >= self.segment_bytes:
-                self._roll()
-            self._writer.write(line)
-            self.sizes[self._wseq] += len(line)
-            self.rows_on_disk += 1
+            try:
+                total = self.total_bytes()
+                for line in lines:
+                    if total + len(line) > self.max_bytes:
+                        raise SpoolError(f"spool {self.dir} is full ({self.max_bytes} bytes)")
+                    if self._writer is None or self.sizes[self._wseq] >= self.segment_bytes:
+                        self._roll()
+                    self._writer.write(line)
+                    self.sizes[self._wseq] += len(line)
+                    total += len(line)
+                    written += 1
+            except OSError as exc:
+                exc.written = written  # type: ignore[attr-defined]
+                raise
+            finally:
+                self.rows_on_disk += written
 
     def _roll(self) -> None:
         self._close_writer(sync=False)
@@ -244,12 +277,18 @@ class Spool:
 
     def read(self, max_rows: int) -> list[dict]:
         """Up to `max_rows` rows after the read position (which moves past them)."""
-        rows: list[dict] = []
+        return self.decode_lines(self.read_lines(max_rows))
+
+    def read_lines(self, max_rows: int) -> list[bytes]:
+        """`read`'s first half: the next lines as stored, not decoded (cheap, so that a
+        caller holding another lock holds it briefly; `decode_lines` then does the rest
+        after that lock is released, in the same thread, before `commit` or `rewind`)."""
+        lines: list[bytes] = []
         with self.lock:
             if self._writer is not None:
                 self._writer.flush()
             self._ends = []
-            while len(rows) < max_rows and self._rseq is not None:
+            while len(lines) < max_rows and self._rseq is not None:
                 seq = self._rseq
                 if self._rfile_seq != seq:
                     self._close_reader()
@@ -264,14 +303,28 @@ class Spool:
                     self._rseq, self._roff = nxt, self.starts.get(nxt, 0)
                     continue
                 self._roff += len(line)
-                try:
-                    rows.append(self.decode(line))
-                except (orjson.JSONDecodeError, ValueError, TypeError, IndexError,
-                        AttributeError):
-                    self.corrupt += 1
-                    continue
+                lines.append(line)
                 self._ends.append((seq, self._roff))
             self._read_end = (self._rseq, self._roff) if self._rseq is not None else None
+        return lines
+
+    def decode_lines(self, lines: list[bytes]) -> list[Any]:
+        """The rows of the lines `read_lines` gave; a line that does not decode is
+        counted `corrupt` and skipped (`commit` counts only the rows returned)."""
+        rows: list[Any] = []
+        bad: list[int] = []
+        decode = self.decode
+        for i, line in enumerate(lines):
+            try:
+                rows.append(decode(line))
+            except (orjson.JSONDecodeError, ValueError, TypeError, IndexError,
+                    AttributeError):
+                bad.append(i)
+        if bad:
+            skip = set(bad)
+            with self.lock:
+                self.corrupt += len(bad)
+                self._ends = [end for i, end in enumerate(self._ends) if i not in skip]
         return rows
 
     def commit(self, count: int) -> None:

@@ -133,6 +133,9 @@ class Writer:
     # -- writing -----------------------------------------------------------------------
     def write(self, source: str, items: list) -> bool:
         """Write one batch and account for it; False when the rest must wait (given back)."""
+        items = self.buffer.rows(source, items)
+        if not items:  # (only spool lines that did not decode: counted `corrupt`)
+            return True
         try:
             written = self.transport.write(items)
         except WouldBlock as exc:
