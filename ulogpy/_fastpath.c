@@ -228,15 +228,31 @@ static int tlv_walk(Walker *w, PyObject *bufobj, const unsigned char *buf, Py_ss
     return 0;
 }
 
+/* The arguments of a walk (buf: bytes, start: int, end: int, out: dict), read straight
+   from the tuple: PyArg_ParseTuple's format parsing cost some 400 instructions a call,
+   and a walk runs for every event. */
+static int walk_args(PyObject *args, PyObject *kw, const char *usage, PyObject **buf,
+                     Py_ssize_t *start, Py_ssize_t *end, PyObject **out)
+{
+    if ((kw != NULL && PyDict_GET_SIZE(kw)) || PyTuple_GET_SIZE(args) != 4
+        || !PyBytes_Check(PyTuple_GET_ITEM(args, 0)) || !PyDict_Check(PyTuple_GET_ITEM(args, 3))) {
+        PyErr_Format(PyExc_TypeError, "%s: takes (bytes, int, int, dict), no keywords", usage);
+        return -1;
+    }
+    *start = PyLong_AsSsize_t(PyTuple_GET_ITEM(args, 1));
+    if (*start == -1 && PyErr_Occurred()) return -1;
+    *end = PyLong_AsSsize_t(PyTuple_GET_ITEM(args, 2));
+    if (*end == -1 && PyErr_Occurred()) return -1;
+    *buf = PyTuple_GET_ITEM(args, 0);
+    *out = PyTuple_GET_ITEM(args, 3);
+    return 0;
+}
+
 static PyObject *Walker_call(Walker *self, PyObject *args, PyObject *kw)
 {
     PyObject *buf, *out;
     Py_ssize_t start, end;
-    if (kw != NULL && PyDict_GET_SIZE(kw)) {
-        PyErr_SetString(PyExc_TypeError, "walk(buf, start, end, out) takes no keywords");
-        return NULL;
-    }
-    if (!PyArg_ParseTuple(args, "O!nnO!", &PyBytes_Type, &buf, &start, &end, &PyDict_Type, &out))
+    if (walk_args(args, kw, "walk(buf, start, end, out)", &buf, &start, &end, &out) < 0)
         return NULL;
     Py_ssize_t size = PyBytes_GET_SIZE(buf);
     if (start < 0 || end > size) {
@@ -494,11 +510,7 @@ static PyObject *FlatWalker_call(FlatWalker *self, PyObject *args, PyObject *kw)
 {
     PyObject *bufobj, *out, *damage = NULL;
     Py_ssize_t pos, end;
-    if (kw != NULL && PyDict_GET_SIZE(kw)) {
-        PyErr_SetString(PyExc_TypeError, "walk(buf, pos, end, out) takes no keywords");
-        return NULL;
-    }
-    if (!PyArg_ParseTuple(args, "O!nnO!", &PyBytes_Type, &bufobj, &pos, &end, &PyDict_Type, &out))
+    if (walk_args(args, kw, "walk(buf, pos, end, out)", &bufobj, &pos, &end, &out) < 0)
         return NULL;
     if (pos < 0 || end > PyBytes_GET_SIZE(bufobj)) {
         PyErr_SetString(PyExc_ValueError, "walk: range outside buffer");
@@ -799,12 +811,13 @@ static int put_plain(outbuf *b, PyObject *value)
 
 static PyObject *JsonLine_call(JsonLine *self, PyObject *args, PyObject *kw)
 {
-    PyObject *record, *ts;
-    if (kw != NULL && PyDict_GET_SIZE(kw)) {
-        PyErr_SetString(PyExc_TypeError, "render(record, ts) takes no keywords");
+    if ((kw != NULL && PyDict_GET_SIZE(kw)) || PyTuple_GET_SIZE(args) != 2
+        || !PyDict_Check(PyTuple_GET_ITEM(args, 0))
+        || !PyUnicode_Check(PyTuple_GET_ITEM(args, 1))) {  /* (no PyArg_ParseTuple: see walk_args) */
+        PyErr_SetString(PyExc_TypeError, "render(record, ts): takes (dict, str), no keywords");
         return NULL;
     }
-    if (!PyArg_ParseTuple(args, "O!U", &PyDict_Type, &record, &ts)) return NULL;
+    PyObject *record = PyTuple_GET_ITEM(args, 0), *ts = PyTuple_GET_ITEM(args, 1);
     outbuf b;
     b.data = b.local;
     b.len = 0;
