@@ -14,9 +14,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ulogpy.core.plugin import Option, PluginError
-from ulogpy.db.output import DB_OPTIONS, DbOutput
+from ulogpy.db.output import DbOutput, db_options
 from ulogpy.db.schema import sqlite_table_sql
-from ulogpy.db.sqlitesink import COMMIT_DELAY_S, SqliteSink
+from ulogpy.db.sqlitesink import COMMIT_DELAY_S, SQLITE_BATCH_ROWS, SqliteSink
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +45,7 @@ class SQLITE3(DbOutput):
                     "as INSERT_OR_REPLACE_CT)"),
         Option("create_table", int, 0, ulogd=False, check=_flag,
                help="1: create the table if missing, from ulogpy's SQLite schema"),
-        *DB_OPTIONS,
+        *db_options(batch_rows=SQLITE_BATCH_ROWS),
     )
 
     def configure(self) -> None:

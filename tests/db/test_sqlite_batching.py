@@ -11,10 +11,12 @@ from __future__ import annotations
 import sqlite3
 import time
 
+import pytest
 from ulogpy.plugins.output.sqlite3 import SQLITE3
 
 from tests.db.helpers import stack_keys, wait_for
 from tests.db.test_sqlite3 import _ct
+from ulogpy.db.sqlitesink import SQLITE_BATCH_ROWS
 
 FLOW_KEYS = stack_keys("NFCT", "IP2STR")
 FLOWS = 3000
@@ -37,10 +39,14 @@ def _count(db) -> tuple[int, int]:
         conn.close()
 
 
-def test_small_hand_overs_commit_in_large_transactions(tmp_path, harness):
+@pytest.mark.parametrize("batch_rows", [500, None])
+def test_small_hand_overs_commit_in_large_transactions(tmp_path, harness, batch_rows):
     db = tmp_path / "flows.sqlite"
-    out = harness.make(SQLITE3, {"db": str(db), "table": "ulog2_ct", "merge_flows": 1,
-                                 "create_table": 1, "queue_size": 2 * FLOWS}, FLOW_KEYS)
+    options = {"db": str(db), "table": "ulog2_ct", "merge_flows": 1, "create_table": 1,
+               "queue_size": 2 * FLOWS}
+    if batch_rows is not None:
+        options["batch_rows"] = batch_rows
+    out = harness.make(SQLITE3, options, FLOW_KEYS)
     commits = _commits(out)
     for event in (1, 4):  # every flow's NEW, then its DESTROY (the bench's flush)
         for i in range(FLOWS):
@@ -51,9 +57,15 @@ def test_small_hand_overs_commit_in_large_transactions(tmp_path, harness):
     out.flush()
     wait_for(lambda: out.counters.get("written") == 2 * FLOWS, what="every row")
     assert _count(db) == (FLOWS, FLOWS)  # one row per flow, DESTROY merged in
-    # 600 hand-overs; batch_rows=500 gives 12 transactions (more only if the machine
-    # stalled for COMMIT_DELAY_S in the middle)
-    assert 12 <= len(commits) <= 24, len(commits)
+    if batch_rows == 500:
+        # 600 hand-overs; batch_rows=500 gives 12 transactions (more only if the machine
+        # stalled for COMMIT_DELAY_S in the middle)
+        assert 12 <= len(commits) <= 24, len(commits)
+    else:
+        # SQLITE3's own default (SQLITE_BATCH_ROWS, 5000): the 6000 rows take a
+        # transaction per COMMIT_DELAY_S or per 5000 rows, fewer than 500-row ones give
+        assert out.config.batch_rows == SQLITE_BATCH_ROWS == 5000
+        assert 2 <= len(commits) < 12, len(commits)
 
 
 def test_a_lone_row_is_committed_without_more_behind_it(tmp_path, harness):

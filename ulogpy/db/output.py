@@ -35,16 +35,26 @@ def _not_negative(value: int) -> str | None:
     return None if value >= 0 else "must be 0 or more"
 
 
-#: ulogpy's own options of every SQL output (after ulogd's, marked [ulogpy] by -i).
-DB_OPTIONS = (
-    *queue_options(size=DEFAULT_QUEUE_ROWS, policy="spool"),
-    Option("batch_rows", int, 500, ulogd=False, check=_positive,
-           help="rows per database transaction, at most (a quiet daemon writes what it has)"),
-    Option("flush_timeout", int, 5, ulogd=False, check=_not_negative,
-           help="seconds to flush to the database at exit before spooling the rest"),
-    Option("reconnect_max", int, 60, ulogd=False, check=_positive,
-           help="longest wait between reconnect attempts, in seconds (backoff doubles)"),
-)
+#: Rows per transaction at most, by default (SQLITE3 has its own: `SQLITE_BATCH_ROWS`).
+DEFAULT_BATCH_ROWS = 500
+
+
+def db_options(batch_rows: int = DEFAULT_BATCH_ROWS) -> tuple[Option, ...]:
+    """ulogpy's own options of every SQL output (after ulogd's, marked [ulogpy] by -i),
+    with an output's own default for `batch_rows`."""
+    return (
+        *queue_options(size=DEFAULT_QUEUE_ROWS, policy="spool"),
+        Option("batch_rows", int, batch_rows, ulogd=False, check=_positive,
+               help="rows per database transaction, at most (a quiet daemon writes what it "
+                    "has)"),
+        Option("flush_timeout", int, 5, ulogd=False, check=_not_negative,
+               help="seconds to flush to the database at exit before spooling the rest"),
+        Option("reconnect_max", int, 60, ulogd=False, check=_positive,
+               help="longest wait between reconnect attempts, in seconds (backoff doubles)"),
+    )
+
+
+DB_OPTIONS = db_options()
 
 
 def ulogd_queue_size(cfg, label: object) -> None:
