@@ -7,11 +7,12 @@ A directory of append-only segment files (`<seq>.spool`), one JSON value
 per line (a record, or a file output's rendered line), read back oldest
 segment first.  Reading is two-phase: `read`
 hands out rows, `commit` (after the output wrote them) moves the
-durable position, `rewind` gives them back.  Encoding and decoding, most of
-a spilled item's cost, happen outside every lock (`encode_all` before
-`append_lines`, `decode_lines` after `read_lines`): in a burst the reader
-spills while the writer replays, and neither waits for the other's JSON.  The position inside the
+durable position, `rewind` gives them back.  The position inside the
 oldest segment lives in `<seq>.pos`; consumed segments are deleted.
+Encoding and decoding, most of a spilled item's cost, happen outside every
+lock (`encode_all` before `append_lines`, `decode_lines` after
+`read_lines`): in a burst the reader spills while the writer replays, and
+neither waits for the other's JSON.
 `prepend` writes a segment *before* all others: at shutdown, rows still in
 memory are older than whatever already overflowed to disk.
 
