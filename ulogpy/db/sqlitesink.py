@@ -36,8 +36,8 @@ BUSY_TIMEOUT_S = 0.3  # ulogd's 300 ms
 #: SQLite's page cache (KiB; SQLite's own default is 2 MiB).  Why: a flow history's
 #: indexes take inserts all over, and with a small cache their pages are read back from
 #: the file again and again (100,000 flows, 500-row transactions: 22 us of system time
-#: per NEW row with 2 MiB, 15 with 8 MiB).  With `SQLITE_BATCH_ROWS`, 32 MiB took the
-#: reads of a 60,000-flow burst from 0.34 to 0.23 per event (see there).
+#: per NEW row with 2 MiB, 15 with 8 MiB).  With `SQLITE_BATCH_ROWS` (see there), 32 MiB
+#: took a 60,000-flow burst from 0.92 pwrite64 + 0.52 pread64 per event to 0.68 + 0.23.
 CACHE_KIB = 32768
 #: SQLITE3's default `batch_rows` (the other databases': 500).  Why: every commit writes
 #: each page it changed to the WAL, one pwrite64 each, and a flush of the conntrack
