@@ -99,7 +99,7 @@ def test_overflow_fills_memory_then_the_spool_and_nothing_overtakes_it(tmp_path:
 def test_a_corrupt_spool_line_is_counted_skipped_and_committed_past(tmp_path: Path) -> None:
     """The writer decodes the spool's lines after the buffer's lock (`rows`): a line that
     does not decode is counted `corrupt` and left out, and committing the rows written
-    moves the spool past it (a restart finds nothing left)."""
+    moves the spool past r2 too (a commit position one row short would replay r2)."""
     spool = Spool(tmp_path / "s", 1 << 20, encode_text, decode=decode_text)
     spool.open()
     buffer = _buffer(1, "spool", spool)
