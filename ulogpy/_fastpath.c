@@ -784,8 +784,10 @@ static int JsonLine_init(JsonLine *self, PyObject *args, PyObject *kw)
     return 0;
 }
 
-/* Append the text of a non-string field, as str(value) is; 1: not handled here. */
-static int put_plain(outbuf *b, PyObject *value)
+/* Append the text of a value: as str(value) is, or with `formatted` as an f-string shows
+   it (format(value, ""): the same for ints and strs, not for every type); 1: not handled
+   here (text that is not valid UTF-8). */
+static int put_text(outbuf *b, PyObject *value, int formatted)
 {
     if (PyLong_CheckExact(value)) {
         int overflow;
@@ -799,7 +801,8 @@ static int put_plain(outbuf *b, PyObject *value)
         }
         PyErr_Clear();
     }
-    PyObject *text = PyUnicode_CheckExact(value) ? Py_NewRef(value) : PyObject_Str(value);
+    PyObject *text = PyUnicode_CheckExact(value) ? Py_NewRef(value)
+                     : formatted ? PyObject_Format(value, NULL) : PyObject_Str(value);
     if (text == NULL) return -1;
     Py_ssize_t n;
     const char *s = PyUnicode_AsUTF8AndSize(text, &n);
@@ -896,7 +899,7 @@ static PyObject *JsonLine_call(JsonLine *self, PyObject *args, PyObject *kw)
             }
             rc = ob_json_string(&b, s, n);
         } else {
-            rc = put_plain(&b, value);
+            rc = put_text(&b, value, 0);
         }
     }
     if (values != local_values) PyMem_Free(values);
@@ -926,6 +929,227 @@ static PyTypeObject JsonLineType = {
     .tp_init = (initproc)JsonLine_init,
     .tp_dealloc = (destructor)JsonLine_dealloc,
     .tp_call = (ternaryfunc)JsonLine_call,
+};
+
+/* ------------------------------------------------------------- text lines */
+
+/* TextLine(layout, fallback)(record) -> str: the line of ulogpy.render.textline's layout
+   table (TEXT, FIELD and SWITCH steps; see there), walked in C.  `fallback` is the pure
+   line of the same layout: it writes what is not handled here (a record that is no dict,
+   a value whose text is not valid UTF-8), so both ways give the same str or raise the
+   same error. */
+
+enum { STEP_TEXT = 0, STEP_FIELD = 1, STEP_SWITCH = 2 };
+#define TEXT_DEPTH_MAX 32
+
+typedef struct text_prog text_prog;
+typedef struct {
+    int op;
+    PyObject *key;          /* FIELD, SWITCH: the record key (interned str) */
+    PyObject *a, *b;        /* TEXT: a, the literal; FIELD: prefix, suffix (UTF-8 bytes) */
+    PyObject *index;        /* SWITCH: case value -> branch number (1..n); 0 is `other` */
+    Py_ssize_t nbranches;
+    text_prog *branches;    /* SWITCH: [0] `other`, then the cases in order */
+} text_step;
+
+struct text_prog {
+    Py_ssize_t n;
+    text_step *steps;
+};
+
+static void prog_free(text_prog *p)
+{
+    for (Py_ssize_t i = 0; i < p->n; i++) {
+        text_step *s = &p->steps[i];
+        Py_XDECREF(s->key);
+        Py_XDECREF(s->a);
+        Py_XDECREF(s->b);
+        Py_XDECREF(s->index);
+        for (Py_ssize_t j = 0; j < s->nbranches; j++) prog_free(&s->branches[j]);
+        PyMem_Free(s->branches);
+    }
+    PyMem_Free(p->steps);
+    p->steps = NULL;
+    p->n = 0;
+}
+
+static int layout_error(PyObject *what)
+{
+    PyErr_Format(PyExc_ValueError, "text layout: not a step: %R", what);
+    return -1;
+}
+
+/* A literal that is no str, or not valid UTF-8, makes no step. */
+static int text_bad(PyObject *step)
+{
+    if (PyErr_Occurred() && !PyErr_ExceptionMatches(PyExc_UnicodeError)) return -1;
+    PyErr_Clear();
+    return layout_error(step);
+}
+
+static PyObject *utf8_of(PyObject *text)
+{
+    return PyUnicode_Check(text) ? PyUnicode_AsUTF8String(text) : NULL;
+}
+
+static int prog_build(text_prog *p, PyObject *layout, int depth)
+{
+    if (!PyTuple_Check(layout) || depth > TEXT_DEPTH_MAX) {
+        PyErr_SetString(PyExc_ValueError, depth > TEXT_DEPTH_MAX
+                        ? "text layout: switches nested too deep"
+                        : "text layout: a tuple of steps");
+        return -1;
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(layout);
+    p->steps = PyMem_Calloc(n ? n : 1, sizeof(text_step));
+    if (p->steps == NULL) { PyErr_NoMemory(); return -1; }
+    p->n = n;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *step = PyTuple_GET_ITEM(layout, i);
+        text_step *s = &p->steps[i];
+        Py_ssize_t size = PyTuple_Check(step) ? PyTuple_GET_SIZE(step) : 0;
+        long op = size ? PyLong_AsLong(PyTuple_GET_ITEM(step, 0)) : -1;
+        if (op == -1 && PyErr_Occurred()) PyErr_Clear();
+        s->op = (int)op;
+        if (op == STEP_TEXT && size == 2) {
+            if ((s->a = utf8_of(PyTuple_GET_ITEM(step, 1))) == NULL) return text_bad(step);
+        } else if (op == STEP_FIELD && size == 4 && PyUnicode_Check(PyTuple_GET_ITEM(step, 1))) {
+            if ((s->a = utf8_of(PyTuple_GET_ITEM(step, 2))) == NULL
+                || (s->b = utf8_of(PyTuple_GET_ITEM(step, 3))) == NULL) return text_bad(step);
+        } else if (op == STEP_SWITCH && size == 4 && PyUnicode_Check(PyTuple_GET_ITEM(step, 1))
+                   && PyDict_Check(PyTuple_GET_ITEM(step, 2))
+                   && PyTuple_Check(PyTuple_GET_ITEM(step, 3))) {
+            PyObject *cases = PyTuple_GET_ITEM(step, 2), *value, *steps;
+            s->nbranches = 1 + PyDict_GET_SIZE(cases);
+            s->branches = PyMem_Calloc(s->nbranches, sizeof(text_prog));
+            if (s->branches == NULL) { s->nbranches = 0; PyErr_NoMemory(); return -1; }
+            if ((s->index = PyDict_New()) == NULL) return -1;
+            if (prog_build(&s->branches[0], PyTuple_GET_ITEM(step, 3), depth + 1) < 0) return -1;
+            Py_ssize_t it = 0, k = 1;
+            while (PyDict_Next(cases, &it, &value, &steps)) {
+                PyObject *number = PyLong_FromSsize_t(k);
+                int rc = number == NULL ? -1 : PyDict_SetItem(s->index, value, number);
+                Py_XDECREF(number);
+                if (rc < 0 || prog_build(&s->branches[k], steps, depth + 1) < 0) return -1;
+                k++;
+            }
+        } else {
+            return layout_error(step);
+        }
+        if (op != STEP_TEXT) {
+            s->key = Py_NewRef(PyTuple_GET_ITEM(step, 1));
+            PyUnicode_InternInPlace(&s->key);
+        }
+    }
+    return 0;
+}
+
+/* 0 done, -1 an error raised, 1 the fallback's to write. */
+static int prog_run(const text_prog *p, PyObject *record, outbuf *b)
+{
+    for (Py_ssize_t i = 0; i < p->n; i++) {
+        const text_step *s = &p->steps[i];
+        int rc = 0;
+        if (s->op == STEP_TEXT) {
+            rc = ob_put(b, PyBytes_AS_STRING(s->a), PyBytes_GET_SIZE(s->a));
+        } else {
+            PyObject *v = PyDict_GetItemWithError(record, s->key);
+            if (v == NULL && PyErr_Occurred()) return -1;
+            if (s->op == STEP_FIELD) {
+                if (v == NULL || v == Py_None) continue;
+                rc = ob_put(b, PyBytes_AS_STRING(s->a), PyBytes_GET_SIZE(s->a));
+                if (rc == 0) rc = put_text(b, v, 1);
+                if (rc == 0) rc = ob_put(b, PyBytes_AS_STRING(s->b), PyBytes_GET_SIZE(s->b));
+            } else {
+                PyObject *w = PyDict_GetItemWithError(s->index, v == NULL ? Py_None : v);
+                if (w == NULL && PyErr_Occurred()) return -1;  /* unhashable, as in Python */
+                Py_ssize_t k = w == NULL ? 0 : PyLong_AsSsize_t(w);
+                rc = prog_run(&s->branches[k], record, b);
+            }
+        }
+        if (rc != 0) return rc;
+    }
+    return 0;
+}
+
+typedef struct {
+    PyObject_HEAD
+    text_prog prog;
+    PyObject *fallback;
+} TextLine;
+
+static int TextLine_init(TextLine *self, PyObject *args, PyObject *kw)
+{
+    PyObject *layout, *fallback;
+    static char *names[] = {"layout", "fallback", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "OO", names, &layout, &fallback)) return -1;
+    if (!PyCallable_Check(fallback)) {
+        PyErr_SetString(PyExc_TypeError, "TextLine: the fallback must be callable");
+        return -1;
+    }
+    prog_free(&self->prog);
+    Py_XSETREF(self->fallback, Py_NewRef(fallback));
+    if (prog_build(&self->prog, layout, 0) < 0) {
+        prog_free(&self->prog);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *TextLine_call(TextLine *self, PyObject *args, PyObject *kw)
+{
+    if ((kw != NULL && PyDict_GET_SIZE(kw)) || PyTuple_GET_SIZE(args) != 1) {
+        PyErr_SetString(PyExc_TypeError, "line(record): one argument, no keywords");
+        return NULL;
+    }
+    PyObject *record = PyTuple_GET_ITEM(args, 0);
+    if (!PyDict_CheckExact(record) || self->fallback == NULL)
+        return self->fallback == NULL ? (PyErr_SetString(PyExc_ValueError, "TextLine: not set up"), NULL)
+                                      : PyObject_CallOneArg(self->fallback, record);
+    outbuf b;
+    b.data = b.local;
+    b.len = 0;
+    b.cap = sizeof b.local;
+    PyObject *result = NULL;
+    int rc = prog_run(&self->prog, record, &b);
+    if (rc == 0) result = PyUnicode_DecodeUTF8(b.data, b.len, NULL);
+    if (b.data != b.local) PyMem_Free(b.data);
+    if (rc == 1) result = PyObject_CallOneArg(self->fallback, record);
+    return result;
+}
+
+static int TextLine_traverse(TextLine *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->fallback);
+    return 0;
+}
+
+static int TextLine_clear(TextLine *self)
+{
+    Py_CLEAR(self->fallback);
+    return 0;
+}
+
+static void TextLine_dealloc(TextLine *self)
+{
+    PyObject_GC_UnTrack(self);
+    TextLine_clear(self);
+    prog_free(&self->prog);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyTypeObject TextLineType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "ulogpy._fastpath.TextLine",
+    .tp_doc = PyDoc_STR("TextLine(layout, fallback)(record) -> str"),
+    .tp_basicsize = sizeof(TextLine),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_traverse = (traverseproc)TextLine_traverse,
+    .tp_clear = (inquiry)TextLine_clear,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)TextLine_init,
+    .tp_dealloc = (destructor)TextLine_dealloc,
+    .tp_call = (ternaryfunc)TextLine_call,
 };
 
 /* ------------------------------------------------------------- addresses */
@@ -1127,8 +1351,8 @@ static PyMethodDef module_methods[] = {
 static struct PyModuleDef fastpath_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "ulogpy._fastpath",
-    .m_doc = "The compiled per-event path: a netlink walker, IP2STR's conversion and a "
-             "JSON line writer, all driven by tables given from Python.",
+    .m_doc = "The compiled per-event path: a netlink walker, IP2STR's conversion, a "
+             "JSON line writer and a text line writer, all driven by tables given from Python.",
     .m_size = -1,
     .m_methods = module_methods,
 };
@@ -1137,14 +1361,15 @@ PyMODINIT_FUNC PyInit__fastpath(void)
 {
     if (PyType_Ready(&WalkerType) < 0 || PyType_Ready(&FlatWalkerType) < 0
         || PyType_Ready(&JsonLineType) < 0
-        || PyType_Ready(&AddressTextType) < 0)
+        || PyType_Ready(&AddressTextType) < 0 || PyType_Ready(&TextLineType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&fastpath_module);
     if (m == NULL) return NULL;
     if (PyModule_AddObjectRef(m, "Walker", (PyObject *)&WalkerType) < 0
         || PyModule_AddObjectRef(m, "FlatWalker", (PyObject *)&FlatWalkerType) < 0
         || PyModule_AddObjectRef(m, "JsonLine", (PyObject *)&JsonLineType) < 0
-        || PyModule_AddObjectRef(m, "AddressText", (PyObject *)&AddressTextType) < 0) {
+        || PyModule_AddObjectRef(m, "AddressText", (PyObject *)&AddressTextType) < 0
+        || PyModule_AddObjectRef(m, "TextLine", (PyObject *)&TextLineType) < 0) {
         Py_DECREF(m);
         return NULL;
     }

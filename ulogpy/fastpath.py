@@ -1,8 +1,8 @@
 """Whether the compiled fast path runs here, and why not when it does not.
 
 `ulogpy._fastpath` (C, built by `pip install` / scripts/setup from
-ulogpy/_fastpath.c) walks netlink attributes and writes JSON lines from the same
-tables the pure-Python code uses; each user asks `compiled` for it and keeps its
+ulogpy/_fastpath.c) walks netlink attributes and writes JSON and text lines from
+the same tables the pure-Python code uses; each user asks `compiled` for it and keeps its
 pure twin for when it is None.  Both give the same records, bytes and errors
 (tests/unit/test_fastpath.py).  ``ULOGPY_PURE=1`` in the environment forces the
 pure path, so the test suite can run the differential tests both ways.

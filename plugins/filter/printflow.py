@@ -8,58 +8,34 @@ from __future__ import annotations
 
 from ulogpy.core.keys import IPADDR, STRING, U8, U16, U32, U64, keys
 from ulogpy.core.plugin import DataType, FilterPlugin
+from ulogpy.render.textline import Step, field, switch, text, text_line
 
 _EVENTS = {1: "[NEW] ", 2: "[UPDATE] ", 4: "[DESTROY] "}
-_PORTED = {6: "PROTO=TCP ", 17: "PROTO=UDP "}
-_PLAIN = {50: "PROTO=ESP ", 51: "PROTO=AH "}
 
 
-#: Each direction's key names, made once (this runs for every flow).
-_NAMES = {d: tuple(f"{d}.{name}" for name in ("ip.saddr.str", "ip.daddr.str", "ip.protocol",
-                                                "l4.sport", "l4.dport", "raw.pktcount",
-                                                "raw.pktlen"))
-          for d in ("orig", "reply")}
+def _direction(d: str) -> list[Step]:
+    """One direction's part: addresses, the protocol and what it has, counters."""
+    proto = f"{d}.ip.protocol"
+    ports = (field(f"{d}.l4.sport", "SPT="), field(f"{d}.l4.dport", "DPT="))
+    return [
+        field(f"{d}.ip.saddr.str", "SRC="), field(f"{d}.ip.daddr.str", "DST="),
+        switch(proto, {
+            6: (text("PROTO=TCP "), *ports), 17: (text("PROTO=UDP "), *ports),
+            # ulogd's ICMP labels, swapped
+            1: (text("PROTO=ICMP "), field("icmp.code", "TYPE="), field("icmp.type", "CODE=")),
+            50: (text("PROTO=ESP "),), 51: (text("PROTO=AH "),),
+            None: (),
+        }, other=(field(proto, "PROTO="),)),
+        field(f"{d}.raw.pktcount", "PKTS="), field(f"{d}.raw.pktlen", "BYTES="),
+    ]
 
 
-def _direction(record: dict, d: str) -> str:
-    get = record.get
-    k_saddr, k_daddr, k_proto, k_sport, k_dport, k_pkts, k_bytes = _NAMES[d]
-    out = []
-    saddr = get(k_saddr)
-    if saddr is not None:
-        out.append(f"SRC={saddr} ")
-    daddr = get(k_daddr)
-    if daddr is not None:
-        out.append(f"DST={daddr} ")
-    proto = get(k_proto)
-    if proto is not None:
-        if proto in _PORTED:
-            out.append(_PORTED[proto])
-            sport = get(k_sport)
-            if sport is not None:
-                out.append(f"SPT={sport} ")
-            dport = get(k_dport)
-            if dport is not None:
-                out.append(f"DPT={dport} ")
-        elif proto == 1:
-            out.append("PROTO=ICMP ")
-            code = get("icmp.code")
-            if code is not None:
-                out.append(f"TYPE={code} ")
-            itype = get("icmp.type")
-            if itype is not None:
-                out.append(f"CODE={itype} ")
-        elif proto in _PLAIN:
-            out.append(_PLAIN[proto])
-        else:
-            out.append(f"PROTO={proto} ")
-    pkts = get(k_pkts)
-    if pkts is not None:
-        out.append(f"PKTS={pkts} ")
-    nbytes = get(k_bytes)
-    if nbytes is not None:
-        out.append(f"BYTES={nbytes} ")
-    return "".join(out)
+#: The whole line, one table for the compiled and the pure way (`ulogpy.render.textline`).
+LAYOUT = (
+    switch("ct.event", {event: (text(label),) for event, label in _EVENTS.items()}),
+    text("ORIG: "), *_direction("orig"), text(", REPLY: "), *_direction("reply"), text("\n"),
+)
+_line = text_line(LAYOUT, "PRINTFLOW line")
 
 
 class PRINTFLOW(FilterPlugin):
@@ -83,8 +59,5 @@ class PRINTFLOW(FilterPlugin):
     output_keys = keys(("print", STRING))
 
     def interp(self, record: dict) -> bool | None:
-        event = _EVENTS.get(record.get("ct.event"), "")
-        record["print"] = (
-            f"{event}ORIG: {_direction(record, 'orig')}, REPLY: {_direction(record, 'reply')}\n"
-        )
+        record["print"] = _line(record)
         return None

@@ -1,0 +1,190 @@
+"""Text lines from layout tables: the compiled walker and the generated Python agree.
+
+`ulogpy.render.textline` gives one layout table two interpreters.  These
+properties check, on PRINTFLOW's table with the recorded conntrack records
+and with odd values on any key, and on random layouts with random records,
+that both give the same str or raise the same error (class and message), and
+that both refuse the same malformed tables.  PRINTFLOW's bytes against
+ulogd's are the live differential tests' job (tests/live/).
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from ulogpy.plugins.filter import ip2str as ip2str_module
+from ulogpy.plugins.filter import printflow
+
+from tests.unit.test_fast_paths import _messages
+from ulogpy import fastpath
+from ulogpy.netlink import conntrack
+from ulogpy.render import textline
+from ulogpy.render.textline import FIELD, SWITCH, TEXT, field, switch, text
+
+pytestmark = pytest.mark.skipif(fastpath.compiled is None,
+                                reason=f"compiled fast path absent: {fastpath.reason}")
+
+
+def _outcome(line, record) -> object:
+    try:
+        return line(record)
+    except Exception as exc:  # noqa: BLE001 - class and message are what is compared
+        return (type(exc), str(exc))
+
+
+def _both(layout):
+    pure = textline.python_line(layout)
+    return textline.compiled_line(layout, pure), pure
+
+
+def _records() -> list[dict]:
+    """The recorded conntrack events as PRINTFLOW receives them (after IP2STR)."""
+    convert = ip2str_module.IP2STR.__new__(ip2str_module.IP2STR)
+    out = []
+    for message in _messages():
+        event = conntrack.decode_ct(message)
+        if event is not None:
+            record = dict(event.values, **{"ct.event": event.event})
+            convert.python_interp(record)
+            out.append(record)
+    return out
+
+
+RECORDS = _records()
+FAST, PURE = _both(printflow.LAYOUT)
+
+
+def test_printflow_uses_the_compiled_line() -> None:
+    assert isinstance(printflow._line, fastpath.compiled.TextLine)
+
+
+def test_recorded_records_give_the_same_printflow_lines() -> None:
+    protocols = set()
+    for record in RECORDS:
+        line = FAST(record)
+        assert isinstance(line, str) and line == PURE(record)
+        protocols.add(record.get("orig.ip.protocol"))
+    assert {1, 6, 17} <= protocols  # (the fixtures cover the switch's branches)
+    long = dict(RECORDS[0], **{"orig.ip.saddr.str": "x" * 5000})  # past the 2 KiB buffer
+    assert FAST(long) == PURE(long) and len(FAST(long)) > 5000
+
+
+TEXTS = st.text(st.characters(blacklist_categories=()), max_size=10)  # surrogates too
+
+
+class Odd:
+    """A value whose text is its own `__format__` (and which may fail)."""
+
+    def __init__(self, text: str | None) -> None:
+        self.text = text
+
+    def __format__(self, spec: str) -> str:
+        if self.text is None:
+            raise RuntimeError("no text")
+        return self.text
+
+
+VALUES = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**70), 2**70), st.sampled_from([1, 6, 17, 50]),
+    TEXTS, st.binary(max_size=4), st.floats(allow_nan=False),
+    st.builds(Odd, st.none() | TEXTS), st.just([1]),
+)
+KEYS = [key.name for key in printflow.PRINTFLOW.input_keys]
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_any_record_gives_the_same_printflow_line(data: st.DataObject) -> None:
+    """Odd values on any key: surrogates (handed back to the pure line), huge and negative
+    numbers, bools, floats, bytes, an unhashable protocol, a failing __format__."""
+    record = dict(data.draw(st.sampled_from(RECORDS)))
+    for key in data.draw(st.lists(st.sampled_from(KEYS), max_size=6)):
+        if data.draw(st.booleans()):
+            record[key] = data.draw(VALUES)
+        else:
+            record.pop(key, None)
+    assert _outcome(FAST, record) == _outcome(PURE, record)
+
+
+NAMES = st.sampled_from(["a", "b", "c", "\udcff"])
+
+
+def _layouts(depth: int = 3) -> st.SearchStrategy:
+    step = st.one_of(
+        st.builds(text, TEXTS),
+        st.builds(field, NAMES, st.text(max_size=3), st.text(max_size=2)),
+    )
+    if depth > 0:
+        inner = st.deferred(lambda: _layouts(depth - 1))
+        step = step | st.builds(switch, NAMES, st.dictionaries(VALUES.filter(_hashable), inner,
+                                                               max_size=3), inner)
+    return st.lists(step, max_size=4).map(tuple)
+
+
+def _hashable(value: object) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
+
+
+# (each example compiles a function: fewer of them)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_any_layout_gives_the_same_line(data: st.DataObject) -> None:
+    layout = data.draw(_layouts())
+    try:
+        pure = textline.python_line(layout)
+    except ValueError as exc:  # a literal that is not UTF-8: both refuse it
+        with pytest.raises(ValueError) as refused:
+            fastpath.compiled.TextLine(layout, print)
+        assert str(refused.value) == str(exc)
+        return
+    fast = textline.compiled_line(layout, pure)
+    for _ in range(3):
+        record = data.draw(st.dictionaries(NAMES, VALUES, max_size=4))
+        assert _outcome(fast, record) == _outcome(pure, record)
+
+
+class Record(dict):
+    """No exact dict: the compiled line hands it to the pure one."""
+
+    def get(self, key, default=None):
+        return "overridden" if key == "a" else super().get(key, default)
+
+
+def test_a_record_that_is_no_dict_takes_the_pure_line() -> None:
+    fast, pure = _both((field("a", "A="), text("!")))
+    assert fast(Record(a=1)) == pure(Record(a=1)) == "A=overridden !"
+    assert fast({"a": 1}) == "A=1 !"
+
+
+@pytest.mark.parametrize("layout", [
+    [(TEXT, "x")],                             # a list, not a tuple
+    ((TEXT,),),                                # too short
+    ((7, "x"),),                               # no such step
+    ((1.0, "k", "", ""),),                     # the step kind is no int
+    ((FIELD, 3, "", ""),),                     # a key that is no str
+    ((FIELD, "k", "\udcff", ""),),             # a literal that is not UTF-8
+    ((SWITCH, "k", {1: [(TEXT, "x")]}, ()),),  # a branch that is no tuple
+    ((SWITCH, "k", [], ()),),                  # cases that are no dict
+    ("x",),                                    # a step that is no tuple
+])
+def test_a_malformed_layout_is_refused_alike(layout) -> None:
+    with pytest.raises(ValueError) as pure:
+        textline.python_line(layout)
+    with pytest.raises(ValueError) as fast:
+        fastpath.compiled.TextLine(layout, print)
+    assert str(fast.value) == str(pure.value)
+
+
+def test_switches_nested_too_deep_are_refused_alike() -> None:
+    layout: tuple = (text("x"),)
+    for _ in range(textline.DEPTH_MAX + 1):
+        layout = (switch("k", {}, layout),)
+    with pytest.raises(ValueError, match="too deep"):
+        textline.python_line(layout)
+    with pytest.raises(ValueError, match="too deep"):
+        fastpath.compiled.TextLine(layout, print)
