@@ -934,22 +934,29 @@ static PyTypeObject JsonLineType = {
 /* ------------------------------------------------------------- text lines */
 
 /* TextLine(layout, fallback)(record) -> str: the line of ulogpy.render.textline's layout
-   table (TEXT, FIELD and SWITCH steps; see there), walked in C.  `fallback` is the pure
-   line of the same layout: it writes what is not handled here (a record that is no dict,
-   a value whose text is not valid UTF-8), so both ways give the same str or raise the
-   same error. */
+   table (see there for the steps), walked in C.  `fallback` is the pure line of the same
+   layout: it writes what is not handled here (a record that is no dict, a value whose
+   text is not valid UTF-8, a call that gives no str, a pick by no int), so both ways
+   give the same str or raise the same error. */
 
-enum { STEP_TEXT = 0, STEP_FIELD = 1, STEP_SWITCH = 2 };
+enum { STEP_TEXT, STEP_FIELD, STEP_SWITCH, STEP_PRESENT, STEP_WHEN, STEP_PICK, STEP_CALL };
 #define TEXT_DEPTH_MAX 32
 
 typedef struct text_prog text_prog;
 typedef struct {
     int op;
-    PyObject *key;          /* FIELD, SWITCH: the record key (interned str) */
+    PyObject *key;          /* FIELD, SWITCH, WHEN, PICK: the record key (interned str) */
     PyObject *a, *b;        /* TEXT: a, the literal; FIELD: prefix, suffix (UTF-8 bytes) */
+    PyObject *spec;         /* FIELD: the format spec, NULL when "" */
+    PyObject *dflt;         /* FIELD, SWITCH, PICK: the value when absent; NULL: None */
     PyObject *index;        /* SWITCH: case value -> branch number (1..n); 0 is `other` */
+    PyObject *keys;         /* PRESENT: tuple of interned keys */
+    PyObject *texts;        /* PICK: tuple of UTF-8 bytes */
+    PyObject *shift, *mask; /* PICK: ints (shift NULL when 0) */
+    PyObject *fn;           /* CALL */
     Py_ssize_t nbranches;
-    text_prog *branches;    /* SWITCH: [0] `other`, then the cases in order */
+    text_prog *branches;    /* SWITCH: `other`, then the cases; PRESENT: then, otherwise;
+                               WHEN: then */
 } text_step;
 
 struct text_prog {
@@ -964,7 +971,14 @@ static void prog_free(text_prog *p)
         Py_XDECREF(s->key);
         Py_XDECREF(s->a);
         Py_XDECREF(s->b);
+        Py_XDECREF(s->spec);
+        Py_XDECREF(s->dflt);
         Py_XDECREF(s->index);
+        Py_XDECREF(s->keys);
+        Py_XDECREF(s->texts);
+        Py_XDECREF(s->shift);
+        Py_XDECREF(s->mask);
+        Py_XDECREF(s->fn);
         for (Py_ssize_t j = 0; j < s->nbranches; j++) prog_free(&s->branches[j]);
         PyMem_Free(s->branches);
     }
@@ -979,24 +993,142 @@ static int layout_error(PyObject *what)
     return -1;
 }
 
-/* A literal that is no str, or not valid UTF-8, makes no step. */
-static int text_bad(PyObject *step)
-{
-    if (PyErr_Occurred() && !PyErr_ExceptionMatches(PyExc_UnicodeError)) return -1;
-    PyErr_Clear();
-    return layout_error(step);
-}
-
+/* The UTF-8 bytes of a literal; NULL with no error set when it is no str or not
+   valid UTF-8 (the caller refuses the step). */
 static PyObject *utf8_of(PyObject *text)
 {
-    return PyUnicode_Check(text) ? PyUnicode_AsUTF8String(text) : NULL;
+    if (!PyUnicode_Check(text)) return NULL;
+    PyObject *bytes = PyUnicode_AsUTF8String(text);
+    if (bytes == NULL && PyErr_ExceptionMatches(PyExc_UnicodeError)) PyErr_Clear();
+    return bytes;
+}
+
+static PyObject *interned(PyObject *key)
+{
+    Py_INCREF(key);
+    PyUnicode_InternInPlace(&key);
+    return key;
+}
+
+static PyObject *none_is_null(PyObject *v)
+{
+    return v == Py_None ? NULL : Py_NewRef(v);
+}
+
+static int prog_build(text_prog *p, PyObject *layout, int depth);
+
+/* Branch `k` of `s` from the steps `steps`. */
+static int branch_build(text_step *s, Py_ssize_t k, PyObject *steps, int depth)
+{
+    return prog_build(&s->branches[k], steps, depth + 1);
+}
+
+static int branches_alloc(text_step *s, Py_ssize_t n)
+{
+    s->branches = PyMem_Calloc(n, sizeof(text_prog));
+    if (s->branches == NULL) { PyErr_NoMemory(); return -1; }
+    s->nbranches = n;
+    return 0;
+}
+
+/* 1 the step is well formed (and built), 0 it is not, -1 an error raised. */
+static int step_build(text_step *s, PyObject *step, int depth)
+{
+    Py_ssize_t size = PyTuple_Check(step) ? PyTuple_GET_SIZE(step) : 0;
+    if (size == 0 || !PyLong_Check(PyTuple_GET_ITEM(step, 0))) return 0;
+    long op = PyLong_AsLong(PyTuple_GET_ITEM(step, 0));
+    if (op == -1 && PyErr_Occurred()) { PyErr_Clear(); return 0; }
+    PyObject **it = &PyTuple_GET_ITEM(step, 0);
+    s->op = (int)op;
+    switch (op) {
+    case STEP_TEXT:
+        if (size != 2) return 0;
+        return (s->a = utf8_of(it[1])) != NULL ? 1 : PyErr_Occurred() ? -1 : 0;
+    case STEP_FIELD: {
+        if (size != 6 || !PyUnicode_Check(it[1]) || !PyUnicode_Check(it[4])) return 0;
+        PyObject *spec = utf8_of(it[4]);
+        if (spec == NULL) return PyErr_Occurred() ? -1 : 0;
+        int empty = PyBytes_GET_SIZE(spec) == 0;
+        Py_DECREF(spec);
+        if ((s->a = utf8_of(it[2])) == NULL || (s->b = utf8_of(it[3])) == NULL)
+            return PyErr_Occurred() ? -1 : 0;
+        s->spec = empty ? NULL : Py_NewRef(it[4]);
+        s->dflt = none_is_null(it[5]);
+        s->key = interned(it[1]);
+        return 1;
+    }
+    case STEP_SWITCH: {
+        if (size != 5 || !PyUnicode_Check(it[1]) || !PyDict_Check(it[2]) || !PyTuple_Check(it[3]))
+            return 0;
+        PyObject *value, *steps;
+        Py_ssize_t pos = 0, k = 1;
+        s->key = interned(it[1]);
+        s->dflt = none_is_null(it[4]);
+        if (branches_alloc(s, 1 + PyDict_GET_SIZE(it[2])) < 0 || (s->index = PyDict_New()) == NULL
+            || branch_build(s, 0, it[3], depth) < 0)
+            return -1;
+        while (PyDict_Next(it[2], &pos, &value, &steps)) {
+            PyObject *number = PyLong_FromSsize_t(k);
+            int rc = number == NULL ? -1 : PyDict_SetItem(s->index, value, number);
+            Py_XDECREF(number);
+            if (rc < 0 || branch_build(s, k, steps, depth) < 0) return -1;
+            k++;
+        }
+        return 1;
+    }
+    case STEP_PRESENT: {
+        if (size != 4 || !PyTuple_Check(it[1]) || PyTuple_GET_SIZE(it[1]) == 0
+            || !PyTuple_Check(it[2]) || !PyTuple_Check(it[3]))
+            return 0;
+        Py_ssize_t n = PyTuple_GET_SIZE(it[1]);
+        for (Py_ssize_t i = 0; i < n; i++)
+            if (!PyUnicode_Check(PyTuple_GET_ITEM(it[1], i))) return 0;
+        if ((s->keys = PyTuple_New(n)) == NULL) return -1;
+        for (Py_ssize_t i = 0; i < n; i++)
+            PyTuple_SET_ITEM(s->keys, i, interned(PyTuple_GET_ITEM(it[1], i)));
+        if (branches_alloc(s, 2) < 0 || branch_build(s, 0, it[2], depth) < 0
+            || branch_build(s, 1, it[3], depth) < 0)
+            return -1;
+        return 1;
+    }
+    case STEP_WHEN:
+        if (size != 3 || !PyUnicode_Check(it[1]) || !PyTuple_Check(it[2])) return 0;
+        s->key = interned(it[1]);
+        if (branches_alloc(s, 1) < 0 || branch_build(s, 0, it[2], depth) < 0) return -1;
+        return 1;
+    case STEP_PICK: {
+        if (size != 6 || !PyUnicode_Check(it[1]) || !PyLong_Check(it[3]) || !PyLong_Check(it[4])
+            || !PyTuple_Check(it[5]))
+            return 0;
+        Py_ssize_t n = PyTuple_GET_SIZE(it[5]);
+        long shift = PyLong_AsLong(it[3]), mask = PyLong_AsLong(it[4]);
+        if (PyErr_Occurred()) { PyErr_Clear(); return 0; }
+        if (shift < 0 || mask < 0 || mask >= n) return 0;
+        if ((s->texts = PyTuple_New(n)) == NULL) return -1;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            PyObject *bytes = utf8_of(PyTuple_GET_ITEM(it[5], i));
+            if (bytes == NULL) return PyErr_Occurred() ? -1 : 0;
+            PyTuple_SET_ITEM(s->texts, i, bytes);
+        }
+        s->key = interned(it[1]);
+        s->dflt = none_is_null(it[2]);
+        s->shift = shift ? Py_NewRef(it[3]) : NULL;  /* (no `>> 0`: its error, if any) */
+        s->mask = Py_NewRef(it[4]);
+        return 1;
+    }
+    case STEP_CALL:
+        if (size != 2 || !PyCallable_Check(it[1])) return 0;
+        s->fn = Py_NewRef(it[1]);
+        return 1;
+    }
+    return 0;
 }
 
 static int prog_build(text_prog *p, PyObject *layout, int depth)
 {
     if (!PyTuple_Check(layout) || depth > TEXT_DEPTH_MAX) {
         PyErr_SetString(PyExc_ValueError, depth > TEXT_DEPTH_MAX
-                        ? "text layout: switches nested too deep"
+                        ? "text layout: branches nested too deep"
                         : "text layout: a tuple of steps");
         return -1;
     }
@@ -1006,67 +1138,114 @@ static int prog_build(text_prog *p, PyObject *layout, int depth)
     p->n = n;
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *step = PyTuple_GET_ITEM(layout, i);
-        text_step *s = &p->steps[i];
-        Py_ssize_t size = PyTuple_Check(step) ? PyTuple_GET_SIZE(step) : 0;
-        long op = size ? PyLong_AsLong(PyTuple_GET_ITEM(step, 0)) : -1;
-        if (op == -1 && PyErr_Occurred()) PyErr_Clear();
-        s->op = (int)op;
-        if (op == STEP_TEXT && size == 2) {
-            if ((s->a = utf8_of(PyTuple_GET_ITEM(step, 1))) == NULL) return text_bad(step);
-        } else if (op == STEP_FIELD && size == 4 && PyUnicode_Check(PyTuple_GET_ITEM(step, 1))) {
-            if ((s->a = utf8_of(PyTuple_GET_ITEM(step, 2))) == NULL
-                || (s->b = utf8_of(PyTuple_GET_ITEM(step, 3))) == NULL) return text_bad(step);
-        } else if (op == STEP_SWITCH && size == 4 && PyUnicode_Check(PyTuple_GET_ITEM(step, 1))
-                   && PyDict_Check(PyTuple_GET_ITEM(step, 2))
-                   && PyTuple_Check(PyTuple_GET_ITEM(step, 3))) {
-            PyObject *cases = PyTuple_GET_ITEM(step, 2), *value, *steps;
-            s->nbranches = 1 + PyDict_GET_SIZE(cases);
-            s->branches = PyMem_Calloc(s->nbranches, sizeof(text_prog));
-            if (s->branches == NULL) { s->nbranches = 0; PyErr_NoMemory(); return -1; }
-            if ((s->index = PyDict_New()) == NULL) return -1;
-            if (prog_build(&s->branches[0], PyTuple_GET_ITEM(step, 3), depth + 1) < 0) return -1;
-            Py_ssize_t it = 0, k = 1;
-            while (PyDict_Next(cases, &it, &value, &steps)) {
-                PyObject *number = PyLong_FromSsize_t(k);
-                int rc = number == NULL ? -1 : PyDict_SetItem(s->index, value, number);
-                Py_XDECREF(number);
-                if (rc < 0 || prog_build(&s->branches[k], steps, depth + 1) < 0) return -1;
-                k++;
-            }
-        } else {
-            return layout_error(step);
-        }
-        if (op != STEP_TEXT) {
-            s->key = Py_NewRef(PyTuple_GET_ITEM(step, 1));
-            PyUnicode_InternInPlace(&s->key);
-        }
+        int rc = step_build(&p->steps[i], step, depth);
+        if (rc <= 0) return rc < 0 ? -1 : layout_error(step);
     }
     return 0;
 }
 
+/* The record's value of the step's key, else its default (NULL: none), borrowed;
+   -1 in `*err` on an error. */
+static inline PyObject *value_of(const text_step *s, PyObject *record, int *err)
+{
+    PyObject *v = PyDict_GetItemWithError(record, s->key);
+    if (v == NULL && PyErr_Occurred()) *err = -1;
+    return v != NULL ? v : s->dflt;
+}
+
+static int put_bytes(outbuf *b, PyObject *bytes)
+{
+    return ob_put(b, PyBytes_AS_STRING(bytes), PyBytes_GET_SIZE(bytes));
+}
+
+/* A value's text with a format spec (format(value, spec)); 1: the fallback's. */
+static int put_spec(outbuf *b, PyObject *value, PyObject *spec)
+{
+    if (spec == NULL) return put_text(b, value, 1);
+    PyObject *text = PyObject_Format(value, spec);
+    if (text == NULL) return -1;
+    Py_ssize_t n;
+    const char *u = PyUnicode_AsUTF8AndSize(text, &n);
+    int rc = u == NULL ? (PyErr_Clear(), 1) : ob_put(b, u, n);
+    Py_DECREF(text);
+    return rc;
+}
+
+static int put_str(outbuf *b, PyObject *text)
+{
+    Py_ssize_t n;
+    const char *u = PyUnicode_AsUTF8AndSize(text, &n);
+    if (u == NULL) { PyErr_Clear(); return 1; }
+    return ob_put(b, u, n);
+}
+
+static int prog_run(const text_prog *p, PyObject *record, outbuf *b);
+
 /* 0 done, -1 an error raised, 1 the fallback's to write. */
+static int step_run(const text_step *s, PyObject *record, outbuf *b)
+{
+    int err = 0;
+    switch (s->op) {
+    case STEP_TEXT:
+        return put_bytes(b, s->a);
+    case STEP_FIELD: {
+        PyObject *v = value_of(s, record, &err);
+        if (err || v == NULL || (v == Py_None && s->dflt == NULL)) return err;
+        int rc = put_bytes(b, s->a);
+        if (rc == 0) rc = put_spec(b, v, s->spec);
+        return rc == 0 ? put_bytes(b, s->b) : rc;
+    }
+    case STEP_SWITCH: {
+        PyObject *v = value_of(s, record, &err);
+        if (err) return -1;
+        PyObject *w = PyDict_GetItemWithError(s->index, v == NULL ? Py_None : v);
+        if (w == NULL && PyErr_Occurred()) return -1;  /* unhashable, as in Python */
+        return prog_run(&s->branches[w == NULL ? 0 : PyLong_AsSsize_t(w)], record, b);
+    }
+    case STEP_PRESENT: {
+        int all = 1;
+        for (Py_ssize_t i = 0; all && i < PyTuple_GET_SIZE(s->keys); i++) {
+            PyObject *v = PyDict_GetItemWithError(record, PyTuple_GET_ITEM(s->keys, i));
+            if (v == NULL && PyErr_Occurred()) return -1;
+            all = v != NULL && v != Py_None;
+        }
+        return prog_run(&s->branches[all ? 0 : 1], record, b);
+    }
+    case STEP_WHEN: {
+        PyObject *v = PyDict_GetItemWithError(record, s->key);
+        if (v == NULL) return PyErr_Occurred() ? -1 : 0;
+        int true_ = PyObject_IsTrue(v);
+        return true_ < 0 ? -1 : true_ ? prog_run(&s->branches[0], record, b) : 0;
+    }
+    case STEP_PICK: {
+        PyObject *v = value_of(s, record, &err);
+        if (err) return -1;
+        if (v == NULL) v = Py_None;
+        PyObject *shifted = s->shift == NULL ? Py_NewRef(v) : PyNumber_Rshift(v, s->shift);
+        if (shifted == NULL) return -1;
+        PyObject *masked = PyNumber_And(shifted, s->mask);
+        Py_DECREF(shifted);
+        if (masked == NULL) return -1;
+        Py_ssize_t i = PyLong_CheckExact(masked) ? PyLong_AsSsize_t(masked) : -1;
+        Py_DECREF(masked);
+        if (i < 0 || i >= PyTuple_GET_SIZE(s->texts)) { PyErr_Clear(); return 1; }
+        return put_bytes(b, PyTuple_GET_ITEM(s->texts, i));
+    }
+    case STEP_CALL: {
+        PyObject *text = PyObject_CallOneArg(s->fn, record);
+        if (text == NULL) return -1;
+        int rc = PyUnicode_Check(text) ? put_str(b, text) : 1;  /* no str: join's error */
+        Py_DECREF(text);
+        return rc;
+    }
+    }
+    return 0;
+}
+
 static int prog_run(const text_prog *p, PyObject *record, outbuf *b)
 {
     for (Py_ssize_t i = 0; i < p->n; i++) {
-        const text_step *s = &p->steps[i];
-        int rc = 0;
-        if (s->op == STEP_TEXT) {
-            rc = ob_put(b, PyBytes_AS_STRING(s->a), PyBytes_GET_SIZE(s->a));
-        } else {
-            PyObject *v = PyDict_GetItemWithError(record, s->key);
-            if (v == NULL && PyErr_Occurred()) return -1;
-            if (s->op == STEP_FIELD) {
-                if (v == NULL || v == Py_None) continue;
-                rc = ob_put(b, PyBytes_AS_STRING(s->a), PyBytes_GET_SIZE(s->a));
-                if (rc == 0) rc = put_text(b, v, 1);
-                if (rc == 0) rc = ob_put(b, PyBytes_AS_STRING(s->b), PyBytes_GET_SIZE(s->b));
-            } else {
-                PyObject *w = PyDict_GetItemWithError(s->index, v == NULL ? Py_None : v);
-                if (w == NULL && PyErr_Occurred()) return -1;  /* unhashable, as in Python */
-                Py_ssize_t k = w == NULL ? 0 : PyLong_AsSsize_t(w);
-                rc = prog_run(&s->branches[k], record, b);
-            }
-        }
+        int rc = step_run(&p->steps[i], record, b);
         if (rc != 0) return rc;
     }
     return 0;

@@ -6,17 +6,21 @@ trailing space, ICMP extras chosen by the *code* (so no `MTU=`, and `GATEWAY=` o
 `PARAMETER=` only for codes 5 and 12), `GATEWAY=` from the host-order gateway (its
 bytes reversed), a field whose key is absent printed as 0 where ulogd does not check.
 
-The per-packet path is dictionary look-ups and one join: every branch (family,
-protocol, ICMP code, TOS byte, fragment flags, TCP flags) is a table built at import.
+The line is one layout table (`LAYOUT`, see `ulogpy.render.textline`): every branch
+(family, protocol, ICMP code, TCP flags) is a switch or a test on a key, the TOS byte
+a pick from ready texts.  The compiled extension walks it where it is built, else a
+function generated from it does; the few pieces that are no table (the MAC text, the
+fragment flags, ICMP's gateway and parameter, IPv6's length) are small functions the
+layout calls.
 """
 
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable
 
 from ulogpy.core.keys import STRING, KeyType, keys
 from ulogpy.core.plugin import DataType, FilterPlugin
+from ulogpy.render.textline import Step, call, field, pick, present, switch, text, text_line, when
 
 _INPUTS = (
     "oob.family", "oob.prefix", "oob.in", "oob.out", "oob.uid", "oob.gid", "oob.mark",
@@ -37,9 +41,6 @@ IPPROTO_ESP, IPPROTO_AH, IPPROTO_ICMPV6, IPPROTO_SCTP = 50, 51, 58, 132
 ETH_P_IP, ETH_P_ARP, ETH_P_IPV6 = 0x0800, 0x0806, 0x86DD
 IPV6_HEADER_LEN = 40
 
-Parts = list[str]
-Block = Callable[[Callable, Parts], None]
-
 # "TOS=<tos & 0x1E, 2 upper hex> PREC=0x<tos & 0xE0, 2 upper hex> " for every byte.
 _TOS = tuple(f"TOS={t & 0x1E:02X} PREC=0x{t & 0xE0:02X} " for t in range(256))
 # Flag words from the top 3 bits of the IPv4 fragment field (CE is the reserved bit).
@@ -50,220 +51,130 @@ _FRAG_FLAGS = tuple(
 _TCP_FLAGS = (("tcp.urg", "URG "), ("tcp.ack", "ACK "), ("tcp.psh", "PSH "),
               ("tcp.rst", "RST "), ("tcp.syn", "SYN "), ("tcp.fin", "FIN "))
 _NO_GATEWAY = bytes(4)
-_ARP_OPS = {1: "REQUEST ", 2: "REPLY ", 10: "NAK "}
+
+
+# -- the pieces that are no table: called from the layout ------------------------------
+def _mac(record: dict) -> str:
+    """The header's bytes as xx:xx:..:xx and a space; nothing at all if its length is 0."""
+    maclen = record.get("raw.mac_len", 0)
+    return f"MAC={record['raw.mac'][:maclen].hex(':')} " if maclen else "MAC="
+
+
+def _fragment(record: dict) -> str:
+    frag = record["ip.fragoff"]
+    flags = _FRAG_FLAGS[(frag >> 13) & 7]
+    offset = frag & 0x1FFF
+    return flags + (f"FRAG:{offset} " if offset else "")
+
+
+def _icmp_parameter(record: dict) -> str:
+    # The top byte of the host-order word (the ICMP pointer); its last byte in memory.
+    return f"PARAMETER={record.get('icmp.gateway', _NO_GATEWAY)[3]} "
+
+
+def _icmp_gateway(record: dict) -> str:
+    return f"GATEWAY={socket.inet_ntoa(record.get('icmp.gateway', _NO_GATEWAY)[:4])} "
+
+
+def _ipv6_length(record: dict) -> str:
+    return f"LEN={record['ip6.payloadlen'] + IPV6_HEADER_LEN} "
+
+
+def _reply_mac(record: dict) -> str:
+    sha = record.get("arp.shwaddr")
+    return "" if sha is None else f"REPLY_MAC={sha[:6].hex(':')} "
+
+
+def _ports(proto: str, *more: Step) -> Step:
+    """`SPT=` and `DPT=` (absent ones as 0) and `more`, or INCOMPLETE without a source port."""
+    return present((f"{proto}.sport",), (
+        field(f"{proto}.sport", "SPT="), field(f"{proto}.dport", "DPT=", default=0), *more,
+    ), (text("INCOMPLETE"),))
 
 
 # -- layer 4 ---------------------------------------------------------------------------
-def _tcp(get: Callable, out: Parts) -> None:
-    out.append("PROTO=TCP ")
-    sport = get("tcp.sport")
-    if sport is None:
-        out.append("INCOMPLETE")
-        return
-    out.append(
-        f"SPT={sport} DPT={get('tcp.dport', 0)} SEQ={get('tcp.seq', 0)} "
-        f"ACK={get('tcp.ackseq', 0)} WINDOW={get('tcp.window', 0)} "
-    )
-    for key, word in _TCP_FLAGS:
-        if get(key):
-            out.append(word)
-    out.append(f"URGP={get('tcp.urgp', 0)} ")
+_TCP = (text("PROTO=TCP "), _ports(
+    "tcp",
+    field("tcp.seq", "SEQ=", default=0), field("tcp.ackseq", "ACK=", default=0),
+    field("tcp.window", "WINDOW=", default=0),
+    *(when(key, (text(word),)) for key, word in _TCP_FLAGS),
+    field("tcp.urgp", "URGP=", default=0),
+))
+_UDP = (text("PROTO=UDP "), _ports("udp", field("udp.len", "LEN=", default=0)))
+_SCTP = (text("PROTO=SCTP "), _ports("sctp"))
+# ulogd labels by ip.protocol (not by the header that led here); BASE never sets the SPI.
+_AHESP = (
+    switch("ip.protocol", {IPPROTO_ESP: (text("PROTO=ESP "),)}, (text("PROTO=AH "),), default=0),
+    present(("ahesp.spi",), (field("ahesp.spi", "SPI=0x", spec="x"),), (text("INCOMPLETE"),)),
+)
+_L4 = {IPPROTO_TCP: _TCP, IPPROTO_UDP: _UDP, IPPROTO_SCTP: _SCTP,
+       IPPROTO_ESP: _AHESP, IPPROTO_AH: _AHESP}
 
-
-def _udp(get: Callable, out: Parts) -> None:
-    out.append("PROTO=UDP ")
-    sport = get("udp.sport")
-    if sport is None:
-        out.append("INCOMPLETE")
-        return
-    out.append(f"SPT={sport} DPT={get('udp.dport', 0)} LEN={get('udp.len', 0)} ")
-
-
-def _sctp(get: Callable, out: Parts) -> None:
-    out.append("PROTO=SCTP ")
-    sport = get("sctp.sport")
-    if sport is None:
-        out.append("INCOMPLETE")
-        return
-    out.append(f"SPT={sport} DPT={get('sctp.dport', 0)} ")
-
-
-def _ahesp(get: Callable, out: Parts) -> None:
-    # ulogd labels by ip.protocol (not by the header that led here); BASE never sets the SPI.
-    out.append("PROTO=ESP " if get("ip.protocol", 0) == IPPROTO_ESP else "PROTO=AH ")
-    spi = get("ahesp.spi")
-    if spi is None:
-        out.append("INCOMPLETE")
-        return
-    out.append(f"SPI=0x{spi:x} ")
-
-
-_L4 = {IPPROTO_TCP: _tcp, IPPROTO_UDP: _udp, IPPROTO_SCTP: _sctp,
-       IPPROTO_ESP: _ahesp, IPPROTO_AH: _ahesp}
-
-
-# -- ICMP: the extra part is chosen by the code, as ulogd does ---------------------------
-def _icmp_echo(get: Callable) -> str:
-    return f"ID={get('icmp.echoid', 0)} SEQ={get('icmp.echoseq', 0)} "
-
-
-def _icmp_parameter(get: Callable) -> str:
-    # The top byte of the host-order word (the ICMP pointer); its last byte in memory.
-    return f"PARAMETER={get('icmp.gateway', _NO_GATEWAY)[3]} "
-
-
-def _icmp_gateway(get: Callable) -> str:
-    return f"GATEWAY={socket.inet_ntoa(get('icmp.gateway', _NO_GATEWAY)[:4])} "
-
-
-_ICMP_EXTRA_BY_CODE: dict[int, Callable[[Callable], str]] = {
-    0: _icmp_echo, 8: _icmp_echo, 12: _icmp_parameter, 5: _icmp_gateway,
-    # code 3 (dest. unreachable) would print MTU= only if the code were also 4: never.
-}
-
-
-def _icmp(get: Callable, out: Parts) -> None:
-    out.append("PROTO=ICMP ")
-    itype = get("icmp.type")
-    if itype is None:
-        out.append("INCOMPLETE")
-        return
-    code = get("icmp.code", 0)
-    out.append(f"TYPE={itype} CODE={code} ")
-    extra = _ICMP_EXTRA_BY_CODE.get(code)
-    if extra is not None:
-        out.append(extra(get))
-
-
-def _icmpv6(get: Callable, out: Parts) -> None:
-    out.append("PROTO=ICMPv6 ")
-    itype = get("icmpv6.type")
-    if itype is None:
-        out.append("INCOMPLETE")
-        return
-    code = get("icmpv6.code")
-    if code is None:
-        out.append("TRUNCATED")
-        return
-    out.append(f"TYPE={itype} CODE={code} ")
-    if itype in (128, 129):
-        out.append(f"ID={get('icmpv6.echoid', 0)} SEQ={get('icmpv6.echoseq', 0)} ")
-
-
-_IPV4_PROTO = {**_L4, IPPROTO_ICMP: _icmp}
-_IPV6_PROTO = {**_L4, IPPROTO_ICMPV6: _icmpv6}
+# ICMP: the extra part is chosen by the *code*, as ulogd does (code 3, destination
+# unreachable, would print MTU= only if the code were also 4: never).
+_ICMP_ECHO = (field("icmp.echoid", "ID=", default=0), field("icmp.echoseq", "SEQ=", default=0))
+_ICMP = (text("PROTO=ICMP "), present(("icmp.type",), (
+    field("icmp.type", "TYPE="), field("icmp.code", "CODE=", default=0),
+    switch("icmp.code", {0: _ICMP_ECHO, 8: _ICMP_ECHO, 12: (call(_icmp_parameter),),
+                         5: (call(_icmp_gateway),)}, default=0),
+), (text("INCOMPLETE"),)))
+_ICMPV6_ECHO = (field("icmpv6.echoid", "ID=", default=0),
+                field("icmpv6.echoseq", "SEQ=", default=0))
+_ICMPV6 = (text("PROTO=ICMPv6 "), present(("icmpv6.type",), (
+    present(("icmpv6.code",), (
+        field("icmpv6.type", "TYPE="), field("icmpv6.code", "CODE="),
+        switch("icmpv6.type", {128: _ICMPV6_ECHO, 129: _ICMPV6_ECHO}),
+    ), (text("TRUNCATED"),)),
+), (text("INCOMPLETE"),)))
 
 
 # -- network layer ---------------------------------------------------------------------
-def _addresses(get: Callable, out: Parts, src_key: str, dst_key: str) -> None:
+def _addresses(prefix: str) -> tuple[Step, Step]:
     """`SRC=` and `DST=`, each only when its address is known."""
-    saddr = get(src_key)
-    if saddr is not None:
-        out.append(f"SRC={saddr} ")
-    daddr = get(dst_key)
-    if daddr is not None:
-        out.append(f"DST={daddr} ")
+    return field(f"{prefix}.saddr.str", "SRC="), field(f"{prefix}.daddr.str", "DST=")
 
 
-def _ipv4(get: Callable, out: Parts) -> None:
-    _addresses(get, out, "ip.saddr.str", "ip.daddr.str")
-    out.append(f"LEN={get('ip.totlen', 0)} ")
-    out.append(_TOS[get("ip.tos", 0) & 0xFF])
-    out.append(f"TTL={get('ip.ttl', 0)} ID={get('ip.id', 0)} ")
-    frag = get("ip.fragoff", 0)
-    if frag:
-        out.append(_FRAG_FLAGS[(frag >> 13) & 7])
-        if frag & 0x1FFF:
-            out.append(f"FRAG:{frag & 0x1FFF} ")
-    proto = get("ip.protocol", 0)
-    block = _IPV4_PROTO.get(proto)
-    if block is None:
-        out.append(f"PROTO={proto} ")
-    else:
-        block(get, out)
+def _protocol(key: str, blocks: dict) -> Step:
+    """The block of the protocol in `key` (absent: 0), else `PROTO=<number> `."""
+    return switch(key, blocks, (field(key, "PROTO=", default=0),), default=0)
 
 
-def _ipv6(get: Callable, out: Parts) -> None:
-    _addresses(get, out, "ip.saddr.str", "ip.daddr.str")
-    plen = get("ip6.payloadlen")
-    if plen is not None:
-        out.append(f"LEN={plen + IPV6_HEADER_LEN} ")
-    for key, label in (("ip6.priority", "TC="), ("ip6.hoplimit", "HOPLIMIT="),
-                       ("ip6.flowlabel", "FLOWLBL=")):
-        value = get(key)
-        if value is not None:
-            out.append(f"{label}{value} ")
-    fragoff = get("ip6.fragoff")
-    fragid = get("ip6.fragid")
-    if fragoff is not None and fragid is not None:
-        out.append(f"FRAG: {fragoff} ID: {fragid:08x} ")
-    nexthdr = get("ip6.nexthdr", 0)
-    block = _IPV6_PROTO.get(nexthdr)
-    if block is None:
-        out.append(f"PROTO={nexthdr} ")
-    else:
-        block(get, out)
+_IPV4 = (
+    *_addresses("ip"), field("ip.totlen", "LEN=", default=0), pick("ip.tos", _TOS),
+    field("ip.ttl", "TTL=", default=0), field("ip.id", "ID=", default=0),
+    when("ip.fragoff", (call(_fragment),)),
+    _protocol("ip.protocol", {**_L4, IPPROTO_ICMP: _ICMP}),
+)
+_IPV6 = (
+    *_addresses("ip"), present(("ip6.payloadlen",), (call(_ipv6_length),)),
+    field("ip6.priority", "TC="), field("ip6.hoplimit", "HOPLIMIT="),
+    field("ip6.flowlabel", "FLOWLBL="),
+    present(("ip6.fragoff", "ip6.fragid"), (
+        field("ip6.fragoff", "FRAG: "), field("ip6.fragid", "ID: ", spec="08x"),
+    )),
+    _protocol("ip6.nexthdr", {**_L4, IPPROTO_ICMPV6: _ICMPV6}),
+)
+_ARP = (
+    *_addresses("arp"), text("PROTO=ARP "),
+    switch("arp.operation", {
+        1: (text("REQUEST "),), 2: (text("REPLY "), call(_reply_mac)), 10: (text("NAK "),),
+        None: (),
+    }, (field("arp.operation", "CODE="),)),
+)
 
-
-def _arp(get: Callable, out: Parts) -> None:
-    _addresses(get, out, "arp.saddr.str", "arp.daddr.str")
-    out.append("PROTO=ARP ")
-    op = get("arp.operation")
-    if op is None:
-        return
-    out.append(_ARP_OPS.get(op) or f"CODE={op} ")
-    sha = get("arp.shwaddr")
-    if op == 2 and sha is not None:
-        out.append(f"REPLY_MAC={sha[:6].hex(':')} ")
-
-
-_BRIDGE = {ETH_P_IP: _ipv4, ETH_P_IPV6: _ipv6, ETH_P_ARP: _arp}
-
-
-def _bridge(get: Callable, out: Parts) -> None:
-    proto = get("oob.protocol", 0)
-    block = _BRIDGE.get(proto)
-    if block is None:
-        out.append(f"PROTO={proto} ")
-    else:
-        block(get, out)
-
-
-_FAMILY: dict[int, Block] = {2: _ipv4, 10: _ipv6, 7: _bridge}
-
-
-def format_packet(record: dict) -> str:
-    """The PRINTPKT text of one record, newline included."""
-    get = record.get
-    out: Parts = []
-    prefix = get("oob.prefix")
-    if prefix is not None:
-        out.append(f"{prefix} ")
-    ifin = get("oob.in")
-    ifout = get("oob.out")
-    if ifin is not None and ifout is not None:
-        out.append(f"IN={ifin} OUT={ifout} ")
-    mac = get("raw.mac")
-    if mac is None:
-        out.append("MAC= ")
-    else:
-        # The header's bytes as xx:xx:..:xx and a space; nothing at all if its length is 0.
-        maclen = get("raw.mac_len", 0)
-        out.append(f"MAC={mac[:maclen].hex(':')} " if maclen else "MAC=")
-    block = _FAMILY.get(get("oob.family", 0))
-    if block is not None:
-        block(get, out)
-    uid = get("oob.uid")
-    if uid is not None:
-        out.append(f"UID={uid} ")
-    gid = get("oob.gid")
-    if gid is not None:
-        out.append(f"GID={gid} ")
-    mark = get("oob.mark")
-    if mark is not None:
-        out.append(f"MARK=0x{mark:x} ")
-    out.append("\n")
-    return "".join(out)
+#: The whole line, one table for the compiled and the pure way (`ulogpy.render.textline`).
+LAYOUT = (
+    field("oob.prefix", ""),
+    present(("oob.in", "oob.out"), (field("oob.in", "IN="), field("oob.out", "OUT="))),
+    present(("raw.mac",), (call(_mac),), (text("MAC= "),)),
+    switch("oob.family", {
+        2: _IPV4, 10: _IPV6,
+        7: (_protocol("oob.protocol", {ETH_P_IP: _IPV4, ETH_P_IPV6: _IPV6, ETH_P_ARP: _ARP}),),
+    }, default=0),
+    field("oob.uid", "UID="), field("oob.gid", "GID="), field("oob.mark", "MARK=0x", spec="x"),
+    text("\n"),
+)
+format_packet = text_line(LAYOUT, "PRINTPKT line")
 
 
 class PRINTPKT(FilterPlugin):

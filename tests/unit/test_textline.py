@@ -1,11 +1,12 @@
 """Text lines from layout tables: the compiled walker and the generated Python agree.
 
 `ulogpy.render.textline` gives one layout table two interpreters.  These
-properties check, on PRINTFLOW's table with the recorded conntrack records
-and with odd values on any key, and on random layouts with random records,
-that both give the same str or raise the same error (class and message), and
-that both refuse the same malformed tables.  PRINTFLOW's bytes against
-ulogd's are the live differential tests' job (tests/live/).
+properties check, on PRINTFLOW's and PRINTPKT's tables with recorded records
+(conntrack events; the packets behind ulogd's golden lines) and with odd
+values on any key, and on random layouts with random records, that both give
+the same str or raise the same error (class and message), and that both
+refuse the same malformed tables.  The printers' bytes against ulogd's are the
+job of the live differential tests and of tests/unit/test_printpkt.py.
 """
 
 from __future__ import annotations
@@ -14,13 +15,29 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from ulogpy.plugins.filter import ip2str as ip2str_module
-from ulogpy.plugins.filter import printflow
+from ulogpy.plugins.filter import printflow, printpkt
 
 from tests.unit.test_fast_paths import _messages
+from tests.unit.test_printpkt import _golden_pairs, record_from_json
 from ulogpy import fastpath
 from ulogpy.netlink import conntrack
 from ulogpy.render import textline
-from ulogpy.render.textline import FIELD, SWITCH, TEXT, field, switch, text
+from ulogpy.render.textline import (
+    CALL,
+    FIELD,
+    PICK,
+    PRESENT,
+    SWITCH,
+    TEXT,
+    WHEN,
+    call,
+    field,
+    pick,
+    present,
+    switch,
+    text,
+    when,
+)
 
 pytestmark = pytest.mark.skipif(fastpath.compiled is None,
                                 reason=f"compiled fast path absent: {fastpath.reason}")
@@ -52,11 +69,18 @@ def _records() -> list[dict]:
 
 
 RECORDS = _records()
+PACKETS = [record_from_json(json_line) for json_line, _logemu in _golden_pairs()]
 FAST, PURE = _both(printflow.LAYOUT)
+#: Each printer: its line functions (compiled, pure), its input keys, its records.
+PRINTERS = {
+    "PRINTFLOW": (FAST, PURE, printflow.PRINTFLOW.input_keys, RECORDS),
+    "PRINTPKT": (*_both(printpkt.LAYOUT), printpkt.PRINTPKT.input_keys, PACKETS),
+}
 
 
-def test_printflow_uses_the_compiled_line() -> None:
+def test_the_printers_use_the_compiled_line() -> None:
     assert isinstance(printflow._line, fastpath.compiled.TextLine)
+    assert isinstance(printpkt.format_packet, fastpath.compiled.TextLine)
 
 
 def test_recorded_records_give_the_same_printflow_lines() -> None:
@@ -68,6 +92,14 @@ def test_recorded_records_give_the_same_printflow_lines() -> None:
     assert {1, 6, 17} <= protocols  # (the fixtures cover the switch's branches)
     long = dict(RECORDS[0], **{"orig.ip.saddr.str": "x" * 5000})  # past the 2 KiB buffer
     assert FAST(long) == PURE(long) and len(FAST(long)) > 5000
+
+
+def test_golden_packets_give_the_same_printpkt_lines() -> None:
+    fast, pure, _keys, packets = PRINTERS["PRINTPKT"]
+    assert len(packets) > 20
+    for record in packets:
+        line = fast(record)
+        assert isinstance(line, str) and line == pure(record)
 
 
 TEXTS = st.text(st.characters(blacklist_categories=()), max_size=10)  # surrogates too
@@ -90,35 +122,54 @@ VALUES = st.one_of(
     TEXTS, st.binary(max_size=4), st.floats(allow_nan=False),
     st.builds(Odd, st.none() | TEXTS), st.just([1]),
 )
-KEYS = [key.name for key in printflow.PRINTFLOW.input_keys]
 
 
-@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.data())
-def test_any_record_gives_the_same_printflow_line(data: st.DataObject) -> None:
+@pytest.mark.parametrize("printer", sorted(PRINTERS))
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_any_record_gives_the_same_line(printer: str, data: st.DataObject) -> None:
     """Odd values on any key: surrogates (handed back to the pure line), huge and negative
     numbers, bools, floats, bytes, an unhashable protocol, a failing __format__."""
-    record = dict(data.draw(st.sampled_from(RECORDS)))
-    for key in data.draw(st.lists(st.sampled_from(KEYS), max_size=6)):
+    fast, pure, keys, records = PRINTERS[printer]
+    record = dict(data.draw(st.sampled_from(records)))
+    for key in data.draw(st.lists(st.sampled_from([k.name for k in keys]), max_size=6)):
         if data.draw(st.booleans()):
             record[key] = data.draw(VALUES)
         else:
             record.pop(key, None)
-    assert _outcome(FAST, record) == _outcome(PURE, record)
+    assert _outcome(fast, record) == _outcome(pure, record)
 
 
 NAMES = st.sampled_from(["a", "b", "c", "\udcff"])
 
 
+def _odd_text(record: dict) -> object:
+    """A CALL step's function: a str, or something else (the join's error), or raises."""
+    value = record.get("a")
+    if value == 6:
+        raise KeyError("six")
+    return value if isinstance(value, (str, int)) else "?"
+
+
 def _layouts(depth: int = 3) -> st.SearchStrategy:
+    literal = st.text(max_size=3)
+    defaults = st.none() | st.integers(-3, 300) | st.just("d")
     step = st.one_of(
         st.builds(text, TEXTS),
-        st.builds(field, NAMES, st.text(max_size=3), st.text(max_size=2)),
+        st.builds(field, NAMES, literal, literal, st.sampled_from(["", "x", "08x", ">3"]),
+                  defaults),
+        st.builds(pick, NAMES, st.lists(literal, min_size=1, max_size=5), st.integers(0, 9),
+                  st.integers(0, 3)),
+        st.just(call(_odd_text)),
     )
     if depth > 0:
         inner = st.deferred(lambda: _layouts(depth - 1))
-        step = step | st.builds(switch, NAMES, st.dictionaries(VALUES.filter(_hashable), inner,
-                                                               max_size=3), inner)
+        step = step | st.one_of(
+            st.builds(switch, NAMES, st.dictionaries(VALUES.filter(_hashable), inner,
+                                                     max_size=3), inner, defaults),
+            st.builds(present, st.lists(NAMES, min_size=1, max_size=2), inner, inner),
+            st.builds(when, NAMES, inner),
+        )
     return st.lists(step, max_size=4).map(tuple)
 
 
@@ -162,15 +213,25 @@ def test_a_record_that_is_no_dict_takes_the_pure_line() -> None:
 
 
 @pytest.mark.parametrize("layout", [
-    [(TEXT, "x")],                             # a list, not a tuple
-    ((TEXT,),),                                # too short
-    ((7, "x"),),                               # no such step
-    ((1.0, "k", "", ""),),                     # the step kind is no int
-    ((FIELD, 3, "", ""),),                     # a key that is no str
-    ((FIELD, "k", "\udcff", ""),),             # a literal that is not UTF-8
-    ((SWITCH, "k", {1: [(TEXT, "x")]}, ()),),  # a branch that is no tuple
-    ((SWITCH, "k", [], ()),),                  # cases that are no dict
-    ("x",),                                    # a step that is no tuple
+    [(TEXT, "x")],                                      # a list, not a tuple
+    ((TEXT,),),                                         # too short
+    ((9, "x"),),                                        # no such step
+    ((1.0, "k", "", "", "", None),),                    # the step kind is no int
+    ((FIELD, 3, "", "", "", None),),                    # a key that is no str
+    ((FIELD, "k", "\udcff", "", "", None),),            # a literal that is not UTF-8
+    ((FIELD, "k", "", "", 5, None),),                   # a format spec that is no str
+    ((FIELD, "k", "", ""),),                            # the old, shorter FIELD
+    ((SWITCH, "k", {1: [(TEXT, "x")]}, (), None),),     # a branch that is no tuple
+    ((SWITCH, "k", [], (), None),),                     # cases that are no dict
+    ((PRESENT, (), (), ()),),                           # no keys to test
+    ((PRESENT, ("k", 1), (), ()),),                     # a key that is no str
+    ((WHEN, "k", [(TEXT, "x")]),),                      # a branch that is no tuple
+    ((PICK, "k", 0, 0, 2, ("a", "b")),),                # a mask past the texts
+    ((PICK, "k", 0, -1, 0, ("a",)),),                   # a negative shift
+    ((PICK, "k", 0, 2**64, 0, ("a",)),),                # a shift past a C long
+    ((PICK, "k", 0, 0, 0, (b"a",)),),                   # a text that is no str
+    ((CALL, "not callable"),),                          # a function that is none
+    ("x",),                                             # a step that is no tuple
 ])
 def test_a_malformed_layout_is_refused_alike(layout) -> None:
     with pytest.raises(ValueError) as pure:
@@ -184,7 +245,7 @@ def test_switches_nested_too_deep_are_refused_alike() -> None:
     layout: tuple = (text("x"),)
     for _ in range(textline.DEPTH_MAX + 1):
         layout = (switch("k", {}, layout),)
-    with pytest.raises(ValueError, match="too deep"):
+    with pytest.raises(ValueError, match="nested too deep"):
         textline.python_line(layout)
-    with pytest.raises(ValueError, match="too deep"):
+    with pytest.raises(ValueError, match="nested too deep"):
         fastpath.compiled.TextLine(layout, print)
