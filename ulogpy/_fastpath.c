@@ -1282,9 +1282,11 @@ static PyObject *TextLine_call(TextLine *self, PyObject *args, PyObject *kw)
         return NULL;
     }
     PyObject *record = PyTuple_GET_ITEM(args, 0);
-    if (!PyDict_CheckExact(record) || self->fallback == NULL)
-        return self->fallback == NULL ? (PyErr_SetString(PyExc_ValueError, "TextLine: not set up"), NULL)
-                                      : PyObject_CallOneArg(self->fallback, record);
+    if (self->fallback == NULL) {  /* never set up, or cleared by the collector */
+        PyErr_SetString(PyExc_ValueError, "TextLine: not set up");
+        return NULL;
+    }
+    if (!PyDict_CheckExact(record)) return PyObject_CallOneArg(self->fallback, record);
     outbuf b;
     b.data = b.local;
     b.len = 0;
@@ -1297,15 +1299,33 @@ static PyObject *TextLine_call(TextLine *self, PyObject *args, PyObject *kw)
     return result;
 }
 
+/* The objects a layout holds that may hold this line again: a CALL's function (whose
+   module holds the line), a default, a case value. */
+static int prog_traverse(const text_prog *p, visitproc visit, void *arg)
+{
+    for (Py_ssize_t i = 0; i < p->n; i++) {
+        const text_step *s = &p->steps[i];
+        Py_VISIT(s->fn);
+        Py_VISIT(s->dflt);
+        Py_VISIT(s->index);
+        for (Py_ssize_t j = 0; j < s->nbranches; j++) {
+            int rc = prog_traverse(&s->branches[j], visit, arg);
+            if (rc) return rc;
+        }
+    }
+    return 0;
+}
+
 static int TextLine_traverse(TextLine *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->fallback);
-    return 0;
+    return prog_traverse(&self->prog, visit, arg);
 }
 
 static int TextLine_clear(TextLine *self)
 {
     Py_CLEAR(self->fallback);
+    prog_free(&self->prog);
     return 0;
 }
 
@@ -1313,7 +1333,6 @@ static void TextLine_dealloc(TextLine *self)
 {
     PyObject_GC_UnTrack(self);
     TextLine_clear(self);
-    prog_free(&self->prog);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 

@@ -11,6 +11,8 @@ job of the live differential tests and of tests/unit/test_printpkt.py.
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -249,3 +251,15 @@ def test_switches_nested_too_deep_are_refused_alike() -> None:
         textline.python_line(layout)
     with pytest.raises(ValueError, match="nested too deep"):
         fastpath.compiled.TextLine(layout, print)
+
+
+def test_the_collector_sees_what_a_line_holds() -> None:
+    """A CALL's function (whose module holds the line) and a default may close a cycle:
+    the garbage collector must see them, as it sees the fallback."""
+    def piece(record: dict) -> str:
+        return ""
+
+    default = ("a default",)
+    line = fastpath.compiled.TextLine((call(piece), field("k", "", default=default)), print)
+    held = gc.get_referents(line)
+    assert piece in held and print in held and any(obj is default for obj in held)
