@@ -16,7 +16,7 @@ Prints CPU microseconds per event for each stage:
   itself subtracted);
 * runner + queue hand-over: `emit` -> generated chain -> output queue ->
   hand-over per batch -> writer thread, with filters and output made no-ops;
-* JSON render: the output's `write` (the line is built and kept in memory; in
+* JSON (or LOGEMU) render: the output's `write` (the line is built and kept in memory; in
   the daemon the runner renders it in the reader's thread and queues the line);
 * file write: the file sink's `flush` (joined and written in blocks);
 * the sum of these, and the whole path in one go (input -> runner -> filters ->
@@ -78,6 +78,24 @@ stack=log1:NFLOG,base1:BASE,ifi1:IFINDEX,ip2str1:IP2STR,mac2str1:HWHDR,json1:JSO
 group=10
 [json1]
 file="{d}/out.json"
+""",
+    # ulogd's own default stacks (scripts/bench's -text scenarios)
+    "nfct-text": """\
+[global]
+stack=ct1:NFCT,ip2str1:IP2STR,print1:PRINTFLOW,emu1:LOGEMU
+[ct1]
+hash_enable=0
+event_mask=5
+[emu1]
+file="{d}/out.log"
+""",
+    "nflog-text": """\
+[global]
+stack=log1:NFLOG,base1:BASE,ifi1:IFINDEX,ip2str1:IP2STR,print1:PRINTPKT,emu1:LOGEMU
+[log1]
+group=10
+[emu1]
+file="{d}/out.log"
 """,
 }
 
@@ -160,7 +178,7 @@ def stages(scenario: str, seconds: float) -> list[tuple[str, float]]:
         inp = pipeline.inputs[0]
         stack = pipeline.stacks[0]
         rows: list[tuple[str, float]] = []
-        if scenario == "nfct":
+        if scenario.startswith("nfct"):
             feed = [bytes(d[o:o + n]) for d, o, n in nfct_messages()]  # as recv gives them
             decode = per_item(lambda d: ct.decode_ct(d, 0, len(d)), feed, seconds)
             handle = inp._handle
@@ -190,7 +208,7 @@ def stages(scenario: str, seconds: float) -> list[tuple[str, float]]:
                 interp(r)
         rows.append(("runner + queue hand-over", hand_over(pipeline, records, seconds)))
         out = stack.output
-        rows.append(("JSON render", per_item(out.render, records, seconds)))
+        rows.append((f"{out.name} render", per_item(out.render, records, seconds)))
         lines = 256
         block = [out.render(r) for r in records * (lines // len(records) + 1)][:lines]
         transport = out.transport
@@ -311,7 +329,7 @@ def profile(scenario: str, seconds: float) -> None:
     with tempfile.TemporaryDirectory() as tmpdir:
         pipeline = build(scenario, Path(tmpdir))
         inp = pipeline.inputs[0]
-        if scenario == "nfct":
+        if scenario.startswith("nfct"):
             msgs = nfct_messages()
             handle = inp._handle
 
@@ -338,13 +356,14 @@ def profile(scenario: str, seconds: float) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("scenarios", nargs="*", help="nfct, nflog (default: both)")
+    ap.add_argument("scenarios", nargs="*", help=f"any of {', '.join(CONFS)} "
+                    "(default: nfct, nflog)")
     ap.add_argument("--seconds", type=float, default=1.0, help="CPU time per stage")
     ap.add_argument("--cprofile", action="store_true", help="also print a cProfile")
     args = ap.parse_args()
     for scenario in args.scenarios or ["nfct", "nflog"]:
         if scenario not in CONFS:
-            ap.error(f"unknown scenario {scenario!r} (nfct or nflog)")
+            ap.error(f"unknown scenario {scenario!r} (any of {', '.join(CONFS)})")
         print(f"== {scenario}: µs of CPU per event")
         for name, us in stages(scenario, args.seconds):
             print(f"  {name:36} {us:7.2f}")
