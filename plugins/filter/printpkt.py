@@ -174,6 +174,7 @@ LAYOUT = (
     field("oob.uid", "UID="), field("oob.gid", "GID="), field("oob.mark", "MARK=0x", spec="x"),
     text("\n"),
 )
+#: The PRINTPKT text of one record, newline included (the compiled line where it is built).
 format_packet = text_line(LAYOUT, "PRINTPKT line")
 
 
