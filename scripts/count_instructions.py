@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Instructions per event of the whole in-process path, counted by callgrind.
 
-    .venv/bin/python scripts/count_instructions.py [nfct|nflog ...]
+    .venv/bin/python scripts/count_instructions.py [nfct|nflog|nfct-text|nflog-text ...]
 
 Why: CPU time on the shared VM varies by half from one run to the next, for
 ulogd as for ulogpy; an instruction count does not.  This runs the stacks of
@@ -39,7 +39,7 @@ def feed(scenario: str, passes: int) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         pipeline = pp.build(scenario, Path(tmp))
         messages = ([bytes(d[o:o + n]) for d, o, n in pp.nfct_messages()]
-                    if scenario == "nfct" else pp.nflog_datagrams())
+                    if scenario.startswith("nfct") else pp.nflog_datagrams())
         receive = pipeline.inputs[0].receive
         runner = Runner(pipeline, None)
         for out in pipeline.outputs:
@@ -74,15 +74,16 @@ def counted(scenario: str, passes: int) -> tuple[int, int]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("scenarios", nargs="*", help="nfct, nflog (default: both)")
+    ap.add_argument("scenarios", nargs="*",
+                    help="nfct, nflog, nfct-text, nflog-text (default: nfct, nflog)")
     ap.add_argument("--feed", nargs=2, metavar=("SCENARIO", "PASSES"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.feed:
         print(f"events {feed(args.feed[0], int(args.feed[1]))}")
         return 0
     for scenario in args.scenarios or ["nfct", "nflog"]:
-        if scenario not in ("nfct", "nflog"):
-            ap.error(f"unknown scenario {scenario!r} (nfct or nflog)")
+        if scenario not in ("nfct", "nflog", "nfct-text", "nflog-text"):
+            ap.error(f"unknown scenario {scenario!r} (nfct, nflog, nfct-text or nflog-text)")
         once, events = counted(scenario, 1)
         many, _ = counted(scenario, PASSES)
         per_event = (many - once) / ((PASSES - 1) * events)
