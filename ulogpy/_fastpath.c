@@ -82,6 +82,7 @@ typedef struct {
     int size;          /* payload size (SCALAR: at least; BYTES: exactly) */
     int big;           /* SCALAR byte order */
     PyObject *name;    /* output key (owned), NULL for SKIP / NESTED */
+    int slot;          /* index of `name` in the walker's extras, or -1 */
     tlv_table *sub;
 } tlv_entry;
 
@@ -101,8 +102,19 @@ static void tlv_free(tlv_table *t)
     PyMem_Free(t);
 }
 
-/* The C form of one `attrs.Table` (type -> (kind, name, arg, size, extra)). */
-static tlv_table *tlv_build(PyObject *table, int depth)
+/* The position of `name` in `extras` ((name, default), ...), or -1. */
+static int extra_slot(PyObject *extras, PyObject *name)
+{
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(extras); i++) {
+        int eq = PyUnicode_Compare(PyTuple_GET_ITEM(PyTuple_GET_ITEM(extras, i), 0), name);
+        if (eq == 0) return (int)i;
+    }
+    return -1;
+}
+
+/* The C form of one `attrs.Table` (type -> (kind, name, arg, size, extra)); an entry
+   whose name is one of `extras` is marked with its slot (see Walker_split). */
+static tlv_table *tlv_build(PyObject *table, PyObject *extras, int depth)
 {
     if (depth > 16 || !PyDict_Check(table)) {
         PyErr_SetString(PyExc_ValueError, "attribute table: a dict, nested at most 16 deep");
@@ -125,7 +137,10 @@ static tlv_table *tlv_build(PyObject *table, int depth)
     out->count = (int)top + 1;
     out->entries = PyMem_Calloc(out->count ? out->count : 1, sizeof(tlv_entry));
     if (out->entries == NULL) { PyMem_Free(out); return (tlv_table *)PyErr_NoMemory(); }
-    for (int i = 0; i < out->count; i++) out->entries[i].kind = -1;
+    for (int i = 0; i < out->count; i++) {
+        out->entries[i].kind = -1;
+        out->entries[i].slot = -1;
+    }
     it = 0;
     while (PyDict_Next(table, &it, &key, &value)) {
         tlv_entry *e = &out->entries[PyLong_AsLong(key)];
@@ -145,7 +160,7 @@ static tlv_table *tlv_build(PyObject *table, int depth)
             if (fmt == NULL || parse_number(fmt, &e->size, &e->big) < 0 || e->size != size)
                 goto bad;
         } else if (kind == K_NESTED || kind == K_NESTED_RAW) {
-            e->sub = tlv_build(arg, depth + 1);
+            e->sub = tlv_build(arg, extras, depth + 1);
             if (e->sub == NULL) { tlv_free(out); return NULL; }
         } else if (kind != K_BYTES && kind != K_SKIP) {
             goto bad;
@@ -154,6 +169,7 @@ static tlv_table *tlv_build(PyObject *table, int depth)
             Py_INCREF(name);
             PyUnicode_InternInPlace(&name);
             e->name = name;
+            e->slot = extra_slot(extras, name);
         }
     }
     return out;
@@ -172,8 +188,12 @@ typedef struct {
     PyObject *rules;      /* ((key, allowed set, (name, ...)), ...): validity rules */
 } Walker;
 
+/* Walk buf[pos:end] into `out`.  With `slots` (split), a value whose entry has a slot
+   goes there instead: the extras are never inserted into the record only to be taken
+   out again (a dict insert and a delete each, some ten per conntrack event). */
 static int tlv_walk(Walker *w, PyObject *bufobj, const unsigned char *buf, Py_ssize_t buflen,
-                    Py_ssize_t pos, Py_ssize_t end, const tlv_table *t, PyObject *out)
+                    Py_ssize_t pos, Py_ssize_t end, const tlv_table *t, PyObject *out,
+                    PyObject **slots)
 {
     while (pos < end) {
         if (pos + 4 > buflen) {
@@ -214,13 +234,18 @@ static int tlv_walk(Walker *w, PyObject *bufobj, const unsigned char *buf, Py_ss
                 break;
             }
             if (v != NULL) {
-                int rc = PyDict_SetItem(out, e->name, v);
-                Py_DECREF(v);
-                if (rc < 0) return -1;
+                if (slots != NULL && e->slot >= 0) {
+                    Py_XSETREF(slots[e->slot], v);  /* a repeated attribute: the last wins */
+                } else {
+                    int rc = PyDict_SetItem(out, e->name, v);
+                    Py_DECREF(v);
+                    if (rc < 0) return -1;
+                }
             } else if (PyErr_Occurred()) {
                 return -1;
             }
-            if (e->sub != NULL && tlv_walk(w, bufobj, buf, buflen, p4, nxt, e->sub, out) < 0)
+            if (e->sub != NULL
+                && tlv_walk(w, bufobj, buf, buflen, p4, nxt, e->sub, out, slots) < 0)
                 return -1;
         }
         pos += (alen + 3) & ~3u;
@@ -248,68 +273,79 @@ static int walk_args(PyObject *args, PyObject *kw, const char *usage, PyObject *
     return 0;
 }
 
-static PyObject *Walker_call(Walker *self, PyObject *args, PyObject *kw)
+#define MAX_EXTRAS 16
+
+/* The walk of a call: the arguments checked, then tlv_walk over the range. */
+static int walk_range(Walker *self, PyObject *args, PyObject *kw, const char *usage,
+                      PyObject **out, PyObject **slots)
 {
-    PyObject *buf, *out;
+    PyObject *buf;
     Py_ssize_t start, end;
-    if (walk_args(args, kw, "walk(buf, start, end, out)", &buf, &start, &end, &out) < 0)
-        return NULL;
+    if (walk_args(args, kw, usage, &buf, &start, &end, out) < 0)
+        return -1;
     Py_ssize_t size = PyBytes_GET_SIZE(buf);
     if (start < 0 || end > size) {
-        PyErr_SetString(PyExc_ValueError, "walk: range outside buffer");
-        return NULL;
+        PyErr_Format(PyExc_ValueError, "%s: range outside buffer", usage);
+        return -1;
     }
-    if (tlv_walk(self, buf, (const unsigned char *)PyBytes_AS_STRING(buf), size, start, end,
-                 self->root, out) < 0)
+    return tlv_walk(self, buf, (const unsigned char *)PyBytes_AS_STRING(buf), size, start, end,
+                    self->root, *out, slots);
+}
+
+static PyObject *Walker_call(Walker *self, PyObject *args, PyObject *kw)
+{
+    PyObject *out;
+    if (walk_range(self, args, kw, "walk(buf, start, end, out)", &out, NULL) < 0)
         return NULL;
     Py_RETURN_NONE;
 }
 
-/* split(buf, start, end, out): walk, take the extras out, apply the rules. */
+/* split(buf, start, end, out): walk (the extras into slots, not into `out`), then apply
+   the rules.  The same result as the pure twin's walk-then-pop: the extras' names are
+   never record keys (Walker_init makes sure no rule reads or drops one). */
 static PyObject *Walker_split(Walker *self, PyObject *args)
 {
-    PyObject *r = Walker_call(self, args, NULL);
-    if (r == NULL) return NULL;
-    Py_DECREF(r);
-    PyObject *out = PyTuple_GET_ITEM(args, 3);
+    PyObject *slots[MAX_EXTRAS] = {NULL};
+    PyObject *out, *got = NULL;
     Py_ssize_t n = PyTuple_GET_SIZE(self->extras);
-    PyObject *got = PyTuple_New(n);
-    if (got == NULL) return NULL;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *pair = PyTuple_GET_ITEM(self->extras, i), *name = PyTuple_GET_ITEM(pair, 0);
-        PyObject *v = PyDict_GetItemWithError(out, name);
-        if (v == NULL) {
-            if (PyErr_Occurred()) goto fail;
-            v = PyTuple_GET_ITEM(pair, 1);
-            Py_INCREF(v);
-        } else {
-            Py_INCREF(v);
-            if (PyDict_DelItem(out, name) < 0) { Py_DECREF(v); goto fail; }
-        }
-        PyTuple_SET_ITEM(got, i, v);
-    }
+    if (walk_range(self, args, NULL, "split(buf, start, end, out)", &out, slots) < 0)
+        goto done;
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(self->rules); i++) {
         PyObject *rule = PyTuple_GET_ITEM(self->rules, i);
         PyObject *v = PyDict_GetItemWithError(out, PyTuple_GET_ITEM(rule, 0));
         int ok = 0;
-        if (v == NULL && PyErr_Occurred()) goto fail;
-        if (v != NULL && (ok = PySet_Contains(PyTuple_GET_ITEM(rule, 1), v)) < 0) goto fail;
+        if (v == NULL && PyErr_Occurred()) goto done;
+        if (v != NULL && (ok = PySet_Contains(PyTuple_GET_ITEM(rule, 1), v)) < 0) goto done;
         if (ok) continue;
         PyObject *drop = PyTuple_GET_ITEM(rule, 2);
         for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(drop); k++) {
             PyObject *name = PyTuple_GET_ITEM(drop, k);
             int has = PyDict_Contains(out, name);
-            if (has < 0 || (has && PyDict_DelItem(out, name) < 0)) goto fail;
+            if (has < 0 || (has && PyDict_DelItem(out, name) < 0)) goto done;
         }
     }
+    got = PyTuple_New(n);
+    if (got == NULL) goto done;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *v = slots[i];
+        if (v == NULL) {
+            v = PyTuple_GET_ITEM(PyTuple_GET_ITEM(self->extras, i), 1);
+            Py_INCREF(v);
+        }
+        slots[i] = NULL;
+        PyTuple_SET_ITEM(got, i, v);
+    }
+done:
+    for (Py_ssize_t i = 0; i < n; i++) Py_XDECREF(slots[i]);
     return got;
-fail:
-    Py_DECREF(got);
-    return NULL;
 }
 
 static int check_finish(PyObject *extras, PyObject *rules)
 {
+    if (PyTuple_GET_SIZE(extras) > MAX_EXTRAS) {
+        PyErr_Format(PyExc_ValueError, "at most %d extras", MAX_EXTRAS);
+        return -1;
+    }
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(extras); i++) {
         PyObject *e = PyTuple_GET_ITEM(extras, i);
         if (!PyTuple_Check(e) || PyTuple_GET_SIZE(e) != 2 || !PyUnicode_Check(PyTuple_GET_ITEM(e, 0)))
@@ -320,13 +356,15 @@ static int check_finish(PyObject *extras, PyObject *rules)
         if (!PyTuple_Check(r) || PyTuple_GET_SIZE(r) != 3 || !PyUnicode_Check(PyTuple_GET_ITEM(r, 0))
             || !PyAnySet_Check(PyTuple_GET_ITEM(r, 1)) || !PyTuple_Check(drop = PyTuple_GET_ITEM(r, 2)))
             goto bad;
+        if (extra_slot(extras, PyTuple_GET_ITEM(r, 0)) >= 0) goto bad;
         for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(drop); k++)
-            if (!PyUnicode_Check(PyTuple_GET_ITEM(drop, k))) goto bad;
+            if (!PyUnicode_Check(PyTuple_GET_ITEM(drop, k))
+                || extra_slot(extras, PyTuple_GET_ITEM(drop, k)) >= 0) goto bad;
     }
     return 0;
 bad:
     PyErr_SetString(PyExc_ValueError, "extras: ((name, default), ...); "
-                    "rules: ((key, frozenset, (name, ...)), ...)");
+                    "rules: ((key, frozenset, (name, ...)), ...), no rule on an extra");
     return -1;
 }
 
@@ -347,7 +385,7 @@ static int Walker_init(Walker *self, PyObject *args, PyObject *kw)
     Py_INCREF(rules);
     Py_XSETREF(self->rules, rules);
     Py_DECREF(empty);
-    tlv_table *root = tlv_build(table, 0);
+    tlv_table *root = tlv_build(table, extras, 0);
     if (root == NULL) return -1;
     tlv_free(self->root);
     self->root = root;
