@@ -412,3 +412,35 @@ def test_recv_batch_reads_like_recv() -> None:
         fd = b.fileno()
         b.close()
     assert fastpath.compiled.recv_batch(fd, bytearray(8), 1) == ([], errno.EBADF)
+
+
+def test_packet_json_lines_with_the_packet_time_match_the_generic_way(tmp_path: Path) -> None:
+    """The NFLOG JSON stack renders with `_render_stamped` (the packet's time written
+    out): the same bytes as field by field, with the usec, without it, and with no
+    packet time at all (then the time of rendering, in both ways within one second)."""
+    conf = tmp_path / "p.conf"
+    conf.write_text("[global]\nstack=lg1:NFLOG,base1:BASE,ifi1:IFINDEX,ip2s1:IP2STR,"
+                    f'hw1:HWHDR,json1:JSON\n[lg1]\ngroup=10\n[json1]\nfile="{tmp_path}/p.json"\n')
+    stack = build_pipeline(load_config(str(conf))).stacks[0]
+    out = stack.output
+    assert out.render == out._render_stamped and out._line is not None
+    records = []
+    for packet in PACKETS:
+        rec = nflog.decode_packet(packet, 0, len(packet), {"oob.mark": 0})
+        if rec is None:
+            continue
+        rec.setdefault("oob.time.sec", 1795729219)  # as the input gives it
+        rec.setdefault("oob.time.usec", len(records) * 37)
+        for filt in stack.filters:
+            filt.interp(rec)
+        records.append(rec)
+    assert len(records) > 10
+    for rec in records:
+        no_usec = {k: v for k, v in rec.items() if k != "oob.time.usec"}
+        no_time = {k: v for k, v in no_usec.items() if k != "oob.time.sec"}
+        for variant in (rec, no_usec, no_time):
+            pairs = [(out.render(variant), out._generic(variant)) for _ in range(2)]
+            assert any(a == b for a, b in pairs)  # (no_time: a second may turn between)
+            assert pairs[0][0].startswith("{") and pairs[0][0].endswith("}\n")
+        assert f'.{rec["oob.time.usec"]:06d}' in out.render(rec)
+        assert f'.{rec["oob.time.usec"]:06d}' not in out.render(no_usec)
