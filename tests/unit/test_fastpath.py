@@ -76,6 +76,43 @@ def test_recorded_messages_walk_and_decode_alike() -> None:
     assert len(MESSAGES) > 50
 
 
+def _decoded_at(decoder: conntrack.CtDecoder, *args):
+    try:
+        ev = decoder.decode(*args)
+    except (MalformedMessage, TypeError) as exc:
+        return ("error", type(exc), str(exc))
+    return None if ev is None else (list(ev.values.items()), *(getattr(ev, s) for s in SLOTS))
+
+
+def test_the_compiled_decode_frames_messages_alike() -> None:
+    """CtDecode's own framing (the range, nlmsg_len, the message type, the buffer type)
+    gives what the pure decode gives, and every slot of its events is set."""
+    pure, fast = conntrack.CtDecoder(learn=False, compiled=False), conntrack.CtDecoder()
+    assert type(fast.decode).__name__ == "CtDecode"
+    m = next(m for m in MESSAGES if conntrack.decode_ct(m) is not None)
+    buf = b"\0" * 8 + m + b"\xff" * 8
+    short, long = bytearray(buf), bytearray(buf)
+    short[8:12] = (19).to_bytes(4, "little")
+    long[8:12] = (len(m) + 9).to_bytes(4, "little")
+    other = bytearray(buf)
+    other[12:14] = (0x0105).to_bytes(2, "little")  # ctnetlink GET: not an event
+    cases = [(buf, 8, len(m)), (buf, 8), (buf, 8, None), (buf, 8, len(m) + 8), (buf, -1, 20),
+             (buf, 0, len(buf) + 1), (buf, len(buf) + 1), (buf, 8, 19), (buf, 8, -1),
+             (bytes(short), 8, len(m)), (bytes(long), 8, len(m) + 8),
+             (bytes(long), 8, len(m)), (bytes(other), 8, len(m)), (bytearray(buf), 8, len(m)),
+             (memoryview(buf), 8, len(m)), (buf, 8.0, len(m)), (buf, 2**70, 1)]
+    results = []
+    for args in cases:
+        results.append(_decoded_at(pure, *args))
+        assert _decoded_at(fast, *args) == results[-1], args
+    assert results[0] is not None and results[0] == results[1] == results[13]
+    assert results[12] is None and results[9][0] == "error"
+    ev = fast.decode(m)
+    assert all(getattr(ev, slot, AttributeError) is not AttributeError
+               for slot in conntrack.CtEvent.__slots__)
+    assert repr(ev) == repr(pure.decode(m))
+
+
 def _mutations(data: st.DataObject, message: bytes) -> bytes:
     b = bytearray(message)
     for _ in range(data.draw(st.integers(1, 4))):
