@@ -879,6 +879,7 @@ static PyTypeObject FlatWalkerType = {
 typedef struct {
     char *data;
     Py_ssize_t len, cap;
+    int wide;          /* JsonLine: 1 once a byte past ASCII may be in (see ob_str) */
     char local[2048];
 } outbuf;
 
@@ -909,6 +910,25 @@ static inline int ob_put(outbuf *b, const char *s, Py_ssize_t n)
 }
 
 static const char HEX[] = "0123456789ABCDEF";
+
+/* The str of what `b` holds.  Why not always PyUnicode_DecodeUTF8: a line known to be
+   ASCII needs no decoding (checking a 1 KiB NFLOG line byte by byte cost some 900
+   instructions); it is copied into a new str as it is. */
+static PyObject *ob_str(const outbuf *b)
+{
+    if (b->wide) return PyUnicode_DecodeUTF8(b->data, b->len, NULL);
+    PyObject *text = PyUnicode_New(b->len, 127);
+    if (text != NULL) memcpy(PyUnicode_1BYTE_DATA(text), b->data, b->len);
+    return text;
+}
+
+static int is_ascii(PyObject *bytes)
+{
+    const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(bytes);
+    for (Py_ssize_t i = 0; i < PyBytes_GET_SIZE(bytes); i++)
+        if (p[i] & 0x80) return 0;
+    return 1;
+}
 
 /* `text` (UTF-8) quoted the way jsontext.json_string quotes it. */
 static int ob_json_string(outbuf *b, const char *s, Py_ssize_t n)
@@ -963,6 +983,7 @@ typedef struct {
     json_field *fields;
     PyObject *index;      /* record key -> field number * 256 + rank among its keys */
     int by_record;        /* every key in one field only: walk the record, not the fields */
+    int fixed_wide;       /* lead, after or a field's prefix holds more than ASCII */
     /* The `index` entries of the keys of the records seen, by position in the record:
        records of one kind hold the same key objects (the decoder's and the plugins'
        own strs) in the same order, so one pointer comparison finds an item's field,
@@ -1052,6 +1073,9 @@ static int JsonLine_init(JsonLine *self, PyObject *args, PyObject *kw)
             Py_DECREF(where);
         }
     }
+    self->fixed_wide = !is_ascii(lead) || !is_ascii(after);
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (!is_ascii(self->fields[i].sep_prefix)) self->fixed_wide = 1;
     self->by_record = 1;
     for (Py_ssize_t i = 0; i < n; i++)
         for (Py_ssize_t k = 0; k < self->fields[i].nkeys; k++)
@@ -1085,6 +1109,7 @@ static int put_text(outbuf *b, PyObject *value, int formatted)
     Py_ssize_t n;
     const char *s = PyUnicode_AsUTF8AndSize(text, &n);
     if (s == NULL) { Py_DECREF(text); PyErr_Clear(); return 1; }
+    if (!PyUnicode_IS_ASCII(text)) b->wide = 1;
     int rc = ob_put(b, s, n);
     Py_DECREF(text);
     return rc;
@@ -1103,6 +1128,7 @@ static PyObject *JsonLine_call(JsonLine *self, PyObject *args, PyObject *kw)
     b.data = b.local;
     b.len = 0;
     b.cap = sizeof b.local;
+    b.wide = self->fixed_wide;
     PyObject *result = NULL;
     int rc = ob_put(&b, PyBytes_AS_STRING(self->lead), PyBytes_GET_SIZE(self->lead));
     if (rc == 0 && self->with_ts) {
@@ -1110,20 +1136,26 @@ static PyObject *JsonLine_call(JsonLine *self, PyObject *args, PyObject *kw)
         const char *s = PyUnicode_AsUTF8AndSize(ts, &n);
         if (s == NULL) { PyErr_Clear(); rc = 1; }
         else rc = ob_put(&b, s, n);
+        if (!PyUnicode_IS_ASCII(ts)) b.wide = 1;
     }
     if (rc == 0) rc = ob_put(&b, PyBytes_AS_STRING(self->after), PyBytes_GET_SIZE(self->after));
     /* Each field's value: the last valid of its keys.  Walking the record's items and
        finding their fields costs one look-up per item (a stack gives many more fields
-       than a record holds keys); else one look-up per key of every field. */
+       than a record holds keys); else one look-up per key of every field.  `hit` marks
+       the fields given a value, so that only those are visited after (an NFLOG stack
+       has 80 fields, a packet's record fills some 35). */
     PyObject *local_values[128], **values = local_values;
     int local_ranks[128], *ranks = local_ranks;
+    uint64_t local_hit[2], *hit = local_hit;
+    Py_ssize_t words = (self->nfields + 63) / 64;
     if (rc == 0 && self->nfields > 128) {
         values = PyMem_Calloc(self->nfields, sizeof(PyObject *));
         ranks = PyMem_Calloc(self->nfields, sizeof(int));
-        if (values == NULL || ranks == NULL) { PyErr_NoMemory(); rc = -1; }
+        hit = PyMem_Calloc(words, sizeof(uint64_t));
+        if (values == NULL || ranks == NULL || hit == NULL) { PyErr_NoMemory(); rc = -1; }
     }
+    if (rc == 0) memset(hit, 0, words * sizeof(uint64_t));
     if (rc == 0 && self->by_record && PyDict_CheckExact(record)) {
-        for (Py_ssize_t i = 0; i < self->nfields; i++) { values[i] = NULL; ranks[i] = -1; }
         Py_ssize_t it = 0, pos = 0;
         PyObject *key, *v;
         while (PyDict_Next(record, &it, &key, &v)) {
@@ -1147,43 +1179,58 @@ static PyObject *JsonLine_call(JsonLine *self, PyObject *args, PyObject *kw)
             if (w < 0 || v == Py_None) continue;
             Py_ssize_t f = w >> 8;
             int r = (int)(w & 255);
-            if (r > ranks[f]) { values[f] = v; ranks[f] = r; }
+            uint64_t bit = (uint64_t)1 << (f & 63);
+            if (!(hit[f >> 6] & bit)) {
+                hit[f >> 6] |= bit;
+                values[f] = v;
+                ranks[f] = r;
+            } else if (r > ranks[f]) {
+                values[f] = v;
+                ranks[f] = r;
+            }
         }
     } else if (rc == 0) {
         for (Py_ssize_t i = 0; i < self->nfields; i++) {
             const json_field *f = &self->fields[i];
-            values[i] = NULL;
             for (Py_ssize_t k = 0; k < f->nkeys; k++) {
                 PyObject *v = PyDict_GetItemWithError(record, f->keys[k]);
                 if (v == NULL && PyErr_Occurred()) { rc = -1; break; }
-                if (v != NULL && v != Py_None) values[i] = v;
+                if (v != NULL && v != Py_None) {
+                    values[i] = v;
+                    hit[i >> 6] |= (uint64_t)1 << (i & 63);
+                }
             }
             if (rc != 0) break;
         }
     }
-    for (Py_ssize_t i = 0; rc == 0 && i < self->nfields; i++) {
-        const json_field *f = &self->fields[i];
-        PyObject *value = values[i];
-        if (value == NULL) continue;
-        rc = ob_put(&b, PyBytes_AS_STRING(f->sep_prefix), PyBytes_GET_SIZE(f->sep_prefix));
-        if (rc != 0) break;
-        if (f->is_string) {
-            Py_ssize_t n;
-            const char *s;
-            if (!PyUnicode_CheckExact(value) || (s = PyUnicode_AsUTF8AndSize(value, &n)) == NULL) {
-                PyErr_Clear();
-                rc = 1;  /* not a str, or not encodable: the Python way decides */
-                break;
+    for (Py_ssize_t word = 0; rc == 0 && word < words; word++) {
+        for (uint64_t bits = hit[word]; rc == 0 && bits; bits &= bits - 1) {
+            Py_ssize_t i = word * 64 + __builtin_ctzll(bits);
+            const json_field *f = &self->fields[i];
+            PyObject *value = values[i];
+            rc = ob_put(&b, PyBytes_AS_STRING(f->sep_prefix), PyBytes_GET_SIZE(f->sep_prefix));
+            if (rc != 0) break;
+            if (f->is_string) {
+                Py_ssize_t n;
+                const char *s;
+                if (!PyUnicode_CheckExact(value)
+                    || (s = PyUnicode_AsUTF8AndSize(value, &n)) == NULL) {
+                    PyErr_Clear();
+                    rc = 1;  /* not a str, or not encodable: the Python way decides */
+                    break;
+                }
+                if (!PyUnicode_IS_ASCII(value)) b.wide = 1;
+                rc = ob_json_string(&b, s, n);
+            } else {
+                rc = put_text(&b, value, 0);
             }
-            rc = ob_json_string(&b, s, n);
-        } else {
-            rc = put_text(&b, value, 0);
         }
     }
     if (values != local_values) PyMem_Free(values);
     if (ranks != local_ranks) PyMem_Free(ranks);
+    if (hit != local_hit) PyMem_Free(hit);
     if (rc == 0) rc = ob_put(&b, "}\n", 2);
-    if (rc == 0) result = PyUnicode_DecodeUTF8(b.data, b.len, NULL);
+    if (rc == 0) result = ob_str(&b);
     else if (rc == 1) result = Py_NewRef(Py_None);
     if (b.data != b.local) PyMem_Free(b.data);
     return result;
@@ -1569,9 +1616,10 @@ static PyObject *TextLine_call(TextLine *self, PyObject *args, PyObject *kw)
     b.data = b.local;
     b.len = 0;
     b.cap = sizeof b.local;
+    b.wide = 1;  /* (its steps do not say which bytes they add: always decoded) */
     PyObject *result = NULL;
     int rc = prog_run(&self->prog, record, &b);
-    if (rc == 0) result = PyUnicode_DecodeUTF8(b.data, b.len, NULL);
+    if (rc == 0) result = ob_str(&b);
     if (b.data != b.local) PyMem_Free(b.data);
     if (rc == 1) result = PyObject_CallOneArg(self->fallback, record);
     return result;

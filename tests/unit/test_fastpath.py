@@ -165,7 +165,8 @@ def json_outputs(tmp_path_factory: pytest.TempPathFactory):
     """JSON instances of the stacks the benchmarks run, with and without time stamps."""
     d = tmp_path_factory.mktemp("fastjson")
     outs = []
-    for n, extra in enumerate(["", "timestamp=0\n", "eventv1=1\ndevice=\"fw\tone\"\n"]):
+    for n, extra in enumerate(["", "timestamp=0\n", "eventv1=1\ndevice=\"fw\tone\"\n",
+                               "device=\"pare-feu \u00e9\"\n"]):  # (a line not ASCII throughout)
         conf = d / f"j{n}.conf"
         conf.write_text("[global]\nstack=ct1:NFCT,ip2str1:IP2STR,json1:JSON\n[ct1]\n"
                         f'[json1]\nfile="{d}/j{n}.json"\n{extra}')
