@@ -275,40 +275,30 @@ static int walk_args(PyObject *args, PyObject *kw, const char *usage, PyObject *
 
 #define MAX_EXTRAS 16
 
-/* The walk of a call: the arguments checked, then tlv_walk over the range. */
-static int walk_range(Walker *self, PyObject *args, PyObject *kw, const char *usage,
-                      PyObject **out, PyObject **slots)
+/* tlv_walk over buf[start:end] (see there for `slots`), the range checked first. */
+static int walk_into(Walker *self, PyObject *buf, Py_ssize_t start, Py_ssize_t end,
+                     PyObject *out, PyObject **slots)
 {
-    PyObject *buf;
-    Py_ssize_t start, end;
-    if (walk_args(args, kw, usage, &buf, &start, &end, out) < 0)
-        return -1;
     Py_ssize_t size = PyBytes_GET_SIZE(buf);
     if (start < 0 || end > size) {
-        PyErr_Format(PyExc_ValueError, "%s: range outside buffer", usage);
+        PyErr_SetString(PyExc_ValueError, "walk: range outside buffer");
         return -1;
     }
     return tlv_walk(self, buf, (const unsigned char *)PyBytes_AS_STRING(buf), size, start, end,
-                    self->root, *out, slots);
+                    self->root, out, slots);
 }
 
-static PyObject *Walker_call(Walker *self, PyObject *args, PyObject *kw)
-{
-    PyObject *out;
-    if (walk_range(self, args, kw, "walk(buf, start, end, out)", &out, NULL) < 0)
-        return NULL;
-    Py_RETURN_NONE;
-}
-
-/* split(buf, start, end, out): walk (the extras into slots, not into `out`), then apply
-   the rules.  The same result as the pure twin's walk-then-pop: the extras' names are
-   never record keys (Walker_init makes sure no rule reads or drops one). */
-static PyObject *Walker_split(Walker *self, PyObject *args)
+/* Walk into `out` (the extras into slots, not into `out`), apply the rules, and return
+   the extras in order, their defaults where absent.  The same result as the pure twin's
+   walk-then-pop: the extras' names are never record keys (Walker_init makes sure no rule
+   reads or drops one).  Split(), and CtDecode without building a call's arguments. */
+static PyObject *split_into(Walker *self, PyObject *buf, Py_ssize_t start, Py_ssize_t end,
+                            PyObject *out)
 {
     PyObject *slots[MAX_EXTRAS] = {NULL};
-    PyObject *out, *got = NULL;
+    PyObject *got = NULL;
     Py_ssize_t n = PyTuple_GET_SIZE(self->extras);
-    if (walk_range(self, args, NULL, "split(buf, start, end, out)", &out, slots) < 0)
+    if (walk_into(self, buf, start, end, out, slots) < 0)
         goto done;
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(self->rules); i++) {
         PyObject *rule = PyTuple_GET_ITEM(self->rules, i);
@@ -338,6 +328,26 @@ static PyObject *Walker_split(Walker *self, PyObject *args)
 done:
     for (Py_ssize_t i = 0; i < n; i++) Py_XDECREF(slots[i]);
     return got;
+}
+
+static PyObject *Walker_call(Walker *self, PyObject *args, PyObject *kw)
+{
+    PyObject *buf, *out;
+    Py_ssize_t start, end;
+    if (walk_args(args, kw, "walk(buf, start, end, out)", &buf, &start, &end, &out) < 0
+        || walk_into(self, buf, start, end, out, NULL) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* split(buf, start, end, out) -> the extras: see split_into. */
+static PyObject *Walker_split(Walker *self, PyObject *args)
+{
+    PyObject *buf, *out;
+    Py_ssize_t start, end;
+    if (walk_args(args, NULL, "split(buf, start, end, out)", &buf, &start, &end, &out) < 0)
+        return NULL;
+    return split_into(self, buf, start, end, out);
 }
 
 static int check_finish(PyObject *extras, PyObject *rules)
@@ -433,7 +443,7 @@ static PyTypeObject WalkerType = {
    the template, unpacking the walker's extras, the 14-argument __init__ of the event)
    cost a quarter of the decode.  The same tables drive it: `kinds` is conntrack's
    message-type table (type -> (flags mask, event if a flag is set, event otherwise)),
-   the walk is `walker`'s split; `names` are the `cls` slots set, in the order
+   the walk is `walker`'s split_into; `names` are the `cls` slots set, in the order
    event, msg_type, flags, family, values, tuple_key, then the walker's extras after
    the two tuples; `zone_at` is the zone's place among those extras (appended to the
    tuple key when non-zero, two bytes big-endian, as conntrack._ZONE packs it). */
@@ -564,18 +574,7 @@ static PyObject *CtDecode_call(CtDecode *self, PyObject *args, PyObject *kw)
     PyObject *family = values ? PyLong_FromLong(p[16]) : NULL;
     PyObject *result = NULL;
     if (family == NULL || PyDict_SetItem(values, self->family_key, family) < 0) goto done;
-    PyObject *split_args = PyTuple_New(4);
-    if (split_args == NULL) goto done;
-    PyTuple_SET_ITEM(split_args, 0, Py_NewRef(buf));
-    PyTuple_SET_ITEM(split_args, 1, PyLong_FromSsize_t(offset + 20));
-    PyTuple_SET_ITEM(split_args, 2, PyLong_FromSsize_t(offset + (Py_ssize_t)mlen));
-    PyTuple_SET_ITEM(split_args, 3, Py_NewRef(values));
-    if (PyTuple_GET_ITEM(split_args, 1) == NULL || PyTuple_GET_ITEM(split_args, 2) == NULL) {
-        Py_DECREF(split_args);
-        goto done;
-    }
-    got = Walker_split(self->walker, split_args);
-    Py_DECREF(split_args);
+    got = split_into(self->walker, buf, offset + 20, offset + (Py_ssize_t)mlen, values);
     if (got == NULL) goto done;
     PyObject *orig = PyTuple_GET_ITEM(got, 0), *reply = PyTuple_GET_ITEM(got, 1);
     PyObject *zone = PyTuple_GET_ITEM(got, self->zone_at);
@@ -1180,11 +1179,8 @@ static PyObject *JsonLine_call(JsonLine *self, PyObject *args, PyObject *kw)
             Py_ssize_t f = w >> 8;
             int r = (int)(w & 255);
             uint64_t bit = (uint64_t)1 << (f & 63);
-            if (!(hit[f >> 6] & bit)) {
+            if (!(hit[f >> 6] & bit) || r > ranks[f]) {  /* the first of its keys, or a later one */
                 hit[f >> 6] |= bit;
-                values[f] = v;
-                ranks[f] = r;
-            } else if (r > ranks[f]) {
                 values[f] = v;
                 ranks[f] = r;
             }
