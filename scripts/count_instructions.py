@@ -45,8 +45,7 @@ def feed(scenario: str, passes: int) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         pipeline = pp.build(scenario, Path(tmp))
-        messages = ([bytes(d[o:o + n]) for d, o, n in pp.nfct_messages()]
-                    if scenario.startswith("nfct") else pp.nflog_datagrams())
+        messages = pp.scenario_feed(scenario, pipeline)[0]
         receive = pipeline.inputs[0].receive
         runner = Runner(pipeline, None)
         for out in pipeline.outputs:
@@ -75,28 +74,10 @@ def stage_feed(scenario: str, stage: str, passes: int) -> int:
     sys.path.insert(0, str(ROOT / "scripts"))
     import profile_path as pp
 
-    from ulogpy.netlink import conntrack as ct
-    from ulogpy.netlink import nflog
-
     with tempfile.TemporaryDirectory() as tmp:
         pipeline = pp.build(scenario, Path(tmp))
         inp, stack = pipeline.inputs[0], pipeline.stacks[0]
-        if scenario.startswith("nfct"):
-            messages = [bytes(d[o:o + n]) for d, o, n in pp.nfct_messages()]
-            handle = inp._handle
-
-            def decode(d: bytes) -> object:
-                return ct.decode_ct(d, 0, len(d))
-
-            def run_input(d: bytes) -> None:
-                handle(d, 0, len(d))
-        else:
-            messages = pp.nflog_datagrams()
-            base = inp.base
-
-            def decode(d: bytes) -> object:
-                return nflog.decode_packet(d, 0, len(d), base)
-            run_input = inp.receive
+        messages, decode, run_input = pp.scenario_feed(scenario, pipeline)
         records: list[dict] = []
         inp.emit = records.append
         for message in messages:

@@ -171,6 +171,21 @@ class Collect:
         self.records.append(record)
 
 
+def scenario_feed(scenario: str, pipeline: Pipeline) -> tuple[list[bytes], Callable, Callable]:
+    """(datagrams as recv gives them, the codec's decode of one, the input's handling of
+    one) for `scenario`'s input: the inputs of the decode and input stages."""
+    inp = pipeline.inputs[0]
+    if scenario.startswith("nfct"):
+        handle = inp._handle
+
+        def feed_one(d: bytes) -> None:
+            handle(d, 0, len(d))
+        return ([bytes(d[o:o + n]) for d, o, n in nfct_messages()],
+                lambda d: ct.decode_ct(d, 0, len(d)), feed_one)
+    base = inp.base
+    return nflog_datagrams(), lambda d: nflog.decode_packet(d, 0, len(d), base), inp.receive
+
+
 def stages(scenario: str, seconds: float) -> list[tuple[str, float]]:
     """(stage, µs per event) rows; see the module docstring."""
     with tempfile.TemporaryDirectory() as tmpdir:
@@ -178,18 +193,8 @@ def stages(scenario: str, seconds: float) -> list[tuple[str, float]]:
         inp = pipeline.inputs[0]
         stack = pipeline.stacks[0]
         rows: list[tuple[str, float]] = []
-        if scenario.startswith("nfct"):
-            feed = [bytes(d[o:o + n]) for d, o, n in nfct_messages()]  # as recv gives them
-            decode = per_item(lambda d: ct.decode_ct(d, 0, len(d)), feed, seconds)
-            handle = inp._handle
-
-            def feed_one(d: bytes) -> None:
-                handle(d, 0, len(d))
-        else:
-            feed = nflog_datagrams()
-            base = inp.base
-            decode = per_item(lambda d: nflog.decode_packet(d, 0, len(d), base), feed, seconds)
-            feed_one = inp.receive
+        feed, decode_one, feed_one = scenario_feed(scenario, pipeline)
+        decode = per_item(decode_one, feed, seconds)
         rows.append(("decode (codec)", decode))
         inp.emit = lambda record: None
         rows.append(("input plugin, rest", per_item(feed_one, feed, seconds) - decode))
