@@ -3,8 +3,10 @@
  * Why C against the CPython API (not Cython): the work is a few loops over tables
  * that the Python code already declares -- a netlink attribute walker
  * (ulogpy.netlink.attrs tables, ulogpy.netlink.nflog's PACKET_ATTRS), IP2STR's
- * address conversion (its pair table and memo) and a JSON line writer
- * (plugins/output/json.py's field table) -- with dicts and strs at both ends.  Written against the API they need no build dependency beyond gcc
+ * address conversion (its pair table and memo), a JSON line writer
+ * (plugins/output/json.py's field table), text lines (ulogpy.render.textline's layout
+ * tables) and database rows (ulogpy.db.render's column table) -- with dicts and strs
+ * at both ends.  Written against the API they need no build dependency beyond gcc
  * and the Python headers, which every machine that runs scripts/setup has.
  *
  * Nothing here knows a netlink family or a ulogd key: every name, attribute
@@ -1825,6 +1827,161 @@ static PyTypeObject AddressTextType = {
     .tp_call = (ternaryfunc)AddressText_call,
 };
 
+/* ------------------------------------------------------------ db rows */
+
+/* RowBuild(columns, fallback)(record) -> tuple: a database row, the twin of the row
+   builder `ulogpy.db.render.row_builder` generates in Python.  `columns` is a tuple of
+   (key, test, render) from the same table (`render._AS_IS`): the value under `key` goes
+   into the row as it is when it passes `test` -- ROW_NULL: the column is always NULL;
+   ROW_I64: an exact int in -(2**63 - 1) .. 2**63 - 1; ROW_STR: an exact str with no NUL;
+   ROW_INT: an exact int; ROW_CALL: never -- and otherwise None stays None and anything
+   else is `render(value)`, whose errors propagate as they do in Python.  A record that
+   is not exactly a dict goes to `fallback` (the Python builder).  Why: the generated
+   builder costs about 4 us per 23-column row in Python, once per row of every batch. */
+enum { ROW_NULL, ROW_I64, ROW_STR, ROW_INT, ROW_CALL };
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *keys;     /* tuple of str */
+    PyObject *renders;  /* tuple of callables (None for ROW_NULL) */
+    int *tests;
+    Py_ssize_t width;
+    PyObject *fallback;
+} RowBuild;
+
+static int RowBuild_init(RowBuild *self, PyObject *args, PyObject *kw)
+{
+    PyObject *columns, *fallback;
+    if (!PyArg_ParseTuple(args, "O!O:RowBuild", &PyTuple_Type, &columns, &fallback))
+        return -1;
+    Py_ssize_t width = PyTuple_GET_SIZE(columns);
+    PyObject *keys = PyTuple_New(width), *renders = PyTuple_New(width);
+    int *tests = PyMem_Calloc(width ? (size_t)width : 1, sizeof(int));
+    if (keys == NULL || renders == NULL || tests == NULL) goto fail;
+    for (Py_ssize_t i = 0; i < width; i++) {
+        PyObject *col = PyTuple_GET_ITEM(columns, i);
+        long test;
+        if (!PyTuple_Check(col) || PyTuple_GET_SIZE(col) != 3
+            || !PyUnicode_CheckExact(PyTuple_GET_ITEM(col, 0))
+            || !PyLong_Check(PyTuple_GET_ITEM(col, 1))
+            || (test = PyLong_AsLong(PyTuple_GET_ITEM(col, 1))) < ROW_NULL || test > ROW_CALL
+            || (test != ROW_NULL && !PyCallable_Check(PyTuple_GET_ITEM(col, 2)))) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_TypeError, "columns must be (str, test, render) "
+                                "tuples, render callable unless test is ROW_NULL");
+            goto fail;
+        }
+        tests[i] = (int)test;
+        PyTuple_SET_ITEM(keys, i, Py_NewRef(PyTuple_GET_ITEM(col, 0)));
+        PyTuple_SET_ITEM(renders, i, Py_NewRef(PyTuple_GET_ITEM(col, 2)));
+    }
+    Py_XSETREF(self->keys, keys);
+    Py_XSETREF(self->renders, renders);
+    PyMem_Free(self->tests);
+    self->tests = tests;
+    self->width = width;
+    Py_XSETREF(self->fallback, Py_NewRef(fallback));
+    return 0;
+fail:
+    Py_XDECREF(keys);
+    Py_XDECREF(renders);
+    PyMem_Free(tests);
+    return -1;
+}
+
+/* Whether `value` goes into the row unchanged under `test`. */
+static int row_as_is(int test, PyObject *value)
+{
+    switch (test) {
+    case ROW_I64: {
+        if (!PyLong_CheckExact(value)) return 0;
+        int overflow;
+        long long v = PyLong_AsLongLongAndOverflow(value, &overflow);
+        return overflow == 0 && v != LLONG_MIN;
+    }
+    case ROW_STR:
+        return PyUnicode_CheckExact(value)
+            && PyUnicode_FindChar(value, 0, 0, PyUnicode_GET_LENGTH(value), 1) == -1;
+    case ROW_INT:
+        return PyLong_CheckExact(value);
+    default:
+        return 0;
+    }
+}
+
+static PyObject *RowBuild_call(RowBuild *self, PyObject *args, PyObject *kw)
+{
+    if ((kw != NULL && PyDict_GET_SIZE(kw)) || PyTuple_GET_SIZE(args) != 1) {
+        PyErr_SetString(PyExc_TypeError, "RowBuild(record) takes one argument");
+        return NULL;
+    }
+    PyObject *record = PyTuple_GET_ITEM(args, 0);
+    if (self->keys == NULL || self->fallback == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "RowBuild is not initialised");
+        return NULL;
+    }
+    if (!PyDict_CheckExact(record))
+        return PyObject_CallOneArg(self->fallback, record);
+    PyObject *row = PyTuple_New(self->width);
+    if (row == NULL) return NULL;
+    for (Py_ssize_t i = 0; i < self->width; i++) {
+        int test = self->tests[i];
+        PyObject *value = test == ROW_NULL ? NULL
+            : PyDict_GetItemWithError(record, PyTuple_GET_ITEM(self->keys, i));
+        PyObject *cell;
+        if (value == NULL || value == Py_None) {
+            if (PyErr_Occurred()) { Py_DECREF(row); return NULL; }
+            cell = Py_NewRef(Py_None);
+        } else if (row_as_is(test, value)) {
+            cell = Py_NewRef(value);
+        } else {
+            if (PyErr_Occurred()) { Py_DECREF(row); return NULL; }
+            cell = PyObject_CallOneArg(PyTuple_GET_ITEM(self->renders, i), value);
+            if (cell == NULL) { Py_DECREF(row); return NULL; }
+        }
+        PyTuple_SET_ITEM(row, i, cell);
+    }
+    return row;
+}
+
+static int RowBuild_traverse(RowBuild *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->keys);
+    Py_VISIT(self->renders);
+    Py_VISIT(self->fallback);
+    return 0;
+}
+
+static int RowBuild_clear(RowBuild *self)
+{
+    Py_CLEAR(self->keys);
+    Py_CLEAR(self->renders);
+    Py_CLEAR(self->fallback);
+    return 0;
+}
+
+static void RowBuild_dealloc(RowBuild *self)
+{
+    PyObject_GC_UnTrack(self);
+    RowBuild_clear(self);
+    PyMem_Free(self->tests);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyTypeObject RowBuildType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "ulogpy._fastpath.RowBuild",
+    .tp_doc = PyDoc_STR("RowBuild(columns, fallback)(record) -> tuple"),
+    .tp_basicsize = sizeof(RowBuild),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_traverse = (traverseproc)RowBuild_traverse,
+    .tp_clear = (inquiry)RowBuild_clear,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)RowBuild_init,
+    .tp_dealloc = (destructor)RowBuild_dealloc,
+    .tp_call = (ternaryfunc)RowBuild_call,
+};
+
 /* ------------------------------------------------------------- reading */
 
 #include <errno.h>
@@ -1872,8 +2029,8 @@ static struct PyModuleDef fastpath_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "ulogpy._fastpath",
     .m_doc = "The compiled per-event path: a netlink walker, conntrack's decode, IP2STR's "
-             "conversion, a JSON line writer and a text line writer, all driven by tables "
-             "given from Python.",
+             "conversion, a JSON line writer, a text line writer and a database row "
+             "builder, all driven by tables given from Python.",
     .m_size = -1,
     .m_methods = module_methods,
 };
@@ -1883,7 +2040,8 @@ PyMODINIT_FUNC PyInit__fastpath(void)
     if (PyType_Ready(&WalkerType) < 0 || PyType_Ready(&FlatWalkerType) < 0
         || PyType_Ready(&CtDecodeType) < 0
         || PyType_Ready(&JsonLineType) < 0
-        || PyType_Ready(&AddressTextType) < 0 || PyType_Ready(&TextLineType) < 0)
+        || PyType_Ready(&AddressTextType) < 0 || PyType_Ready(&TextLineType) < 0
+        || PyType_Ready(&RowBuildType) < 0)
         return NULL;
     PyObject *m = PyModule_Create(&fastpath_module);
     if (m == NULL) return NULL;
@@ -1892,7 +2050,13 @@ PyMODINIT_FUNC PyInit__fastpath(void)
         || PyModule_AddObjectRef(m, "FlatWalker", (PyObject *)&FlatWalkerType) < 0
         || PyModule_AddObjectRef(m, "JsonLine", (PyObject *)&JsonLineType) < 0
         || PyModule_AddObjectRef(m, "AddressText", (PyObject *)&AddressTextType) < 0
-        || PyModule_AddObjectRef(m, "TextLine", (PyObject *)&TextLineType) < 0) {
+        || PyModule_AddObjectRef(m, "TextLine", (PyObject *)&TextLineType) < 0
+        || PyModule_AddObjectRef(m, "RowBuild", (PyObject *)&RowBuildType) < 0
+        || PyModule_AddIntConstant(m, "ROW_NULL", ROW_NULL) < 0
+        || PyModule_AddIntConstant(m, "ROW_I64", ROW_I64) < 0
+        || PyModule_AddIntConstant(m, "ROW_STR", ROW_STR) < 0
+        || PyModule_AddIntConstant(m, "ROW_INT", ROW_INT) < 0
+        || PyModule_AddIntConstant(m, "ROW_CALL", ROW_CALL) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -147,7 +147,13 @@ def test_sqlite_init_is_idempotent(tmp_path):
     assert _created(_run("--sqlite", str(db))) == []
     conn = sqlite3.connect(db)
     assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    indexes = {r[0] for r in conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'ulog2_ct'")}
     conn.close()
+    # what the merge (open_tuples) and the lookup (nat_lookup) use, and two for ad-hoc
+    # queries; none on flow_end_sec, which every merged DESTROY would move (sqlite.sql)
+    assert indexes == {"ulog2_ct_open_tuples", "ulog2_ct_nat_lookup",
+                       "ulog2_ct_orig_ip_saddr", "ulog2_ct_flow_start"}
 
 
 @pytest.mark.parametrize("args", [["--pgsql", "x", "-c", "y"], []])

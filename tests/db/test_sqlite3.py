@@ -241,3 +241,21 @@ def test_read_only_database_is_retried(tmp_path, harness, db_log):
     wait_for(lambda: out.counters.get("written") == 50, timeout=15, what="all rows")
     harness.stop(out)
     assert _rows(db, "SELECT count(*), sum(ct_mark) FROM t") == [(50, sum(range(50)))]
+
+
+@pytest.mark.parametrize(("columns", "says"), [
+    ("orig_ip_saddr_str TEXT, orig_l4_sport INTEGER", "merge_flows needs a ct_event column"),
+    ("ct_event INTEGER, ct_mark INTEGER", "merge_flows needs the flow's columns"),
+])
+def test_merge_flows_on_a_table_it_cannot_merge_in_says_why(tmp_path, columns, says):
+    from ulogpy.core.plugin import Unavailable
+    from ulogpy.db.sqlitesink import SqliteSink
+
+    path = tmp_path / "t.sqlite"
+    conn = sqlite3.connect(path)
+    conn.execute(f"CREATE TABLE flows ({columns})")
+    conn.close()
+    sink = SqliteSink(label="t", path=str(path), table="flows", stack_keys=FLOW_KEYS,
+                      merge_flows=True)
+    with pytest.raises(Unavailable, match=says):
+        sink.open()

@@ -22,6 +22,7 @@ from typing import Any
 
 from ulogpy.core.codegen import define
 from ulogpy.core.keys import KeyType
+from ulogpy.fastpath import compiled
 
 Render = Callable[[Any], Any]
 #: A dialect: the function giving a key type's rendering (None: the value is NULL).
@@ -103,22 +104,37 @@ dbi_sqlite_renderer = _dialect(ints=_sqlite_int, boolean=int, ipaddr=_slot32,
                                string=_c_string)
 
 
-#: Renderings whose common case is inlined in a generated row builder: the test a value
-#: passes to be stored as it is (the rendering would return it unchanged).
-_AS_IS = {
-    _sqlite_int: "{first}.__class__ is int and -_I64_MAX <= {v} <= _I64_MAX",
-    _c_string: "{first}.__class__ is str and '\\0' not in {v}",
-    int: "{first}.__class__ is int",
+#: Renderings whose common case is inlined in a row builder: the test a value passes to
+#: be stored as it is (the rendering would return it unchanged), written once for the
+#: generated Python builder and named once for the compiled one (`_fastpath.RowBuild`'s
+#: ROW_* tests, which check the same thing).
+_AS_IS: dict[Render, tuple[str, str]] = {
+    _sqlite_int: ("{first}.__class__ is int and -_I64_MAX <= {v} <= _I64_MAX", "ROW_I64"),
+    _c_string: ("{first}.__class__ is str and '\\0' not in {v}", "ROW_STR"),
+    int: ("{first}.__class__ is int", "ROW_INT"),
 }
 
 
 def row_builder(columns: list[tuple[str, Render | None]]) -> Callable[[dict], tuple]:
     """A function from a record to the tuple of column values (None where absent).
 
-    Generated (`ulogpy.core.codegen`) from `columns`: one expression per column, the
-    rendering's common case inline (`_AS_IS`), since this runs for every row.  It
-    gives what ``tuple(None if v is None else render(v) for each column)`` gives.
+    It gives what ``tuple(None if v is None else render(v) for each column)`` gives,
+    with the rendering's common case inline (`_AS_IS`), since this runs for every row:
+    the compiled `RowBuild` where the fast path is built, else a generated function.
     """
+    pure = python_row_builder(columns)
+    if compiled is None:
+        return pure
+    spec = []
+    for key, render in columns:
+        test = "ROW_NULL" if render is None else _AS_IS.get(render, ("", "ROW_CALL"))[1]
+        spec.append((key, getattr(compiled, test), render))
+    return compiled.RowBuild(tuple(spec), pure)
+
+
+def python_row_builder(columns: list[tuple[str, Render | None]]) -> Callable[[dict], tuple]:
+    """`row_builder` in Python, generated (`ulogpy.core.codegen`): one expression per
+    column."""
     scope: dict[str, Any] = {"_I64_MAX": _I64_MAX}
     items = []
     for i, (key, render) in enumerate(columns):
@@ -134,7 +150,7 @@ def row_builder(columns: list[tuple[str, Render | None]]) -> Callable[[dict], tu
             items.append(f"None if ({v} := get(_k{i})) is None else _r{i}({v})")
         else:
             first = f"({v} := get(_k{i}))"
-            items.append(f"{v} if {test.format(first=first, v=v)} else {plain}")
+            items.append(f"{v} if {test[0].format(first=first, v=v)} else {plain}")
     lines = ["def build(record):", "    get = record.get", "    return ("]
     lines += [f"        {item}," for item in items]
     lines.append("    )")

@@ -16,6 +16,7 @@ first (the caller inserts them before the batch).
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from itertools import chain
 from typing import Any
 
@@ -47,14 +48,16 @@ class DestroyBatch:
         #: DESTROYs per batch at most.
         self.size = max(1, MAX_VARIABLES // width)
         t, d = quote(table), TEMP_TABLE
+        # a DESTROY's position in its batch is its rowid - 1: the table is emptied after
+        # each batch, and SQLite numbers the rows of an empty table from 1, in order
         self.create = f"CREATE TEMP TABLE IF NOT EXISTS {d} (" + ", ".join(
-            ["seq", *(f"p{i}" for i in range(width - 1))]) + ")"
-        row = "(" + ", ".join("?" * width) + ")"
+            f"p{i}" for i in range(width - 1)) + ")"
+        row = "(" + ", ".join("?" * (width - 1)) + ")"
         self._inserts = {n: f"INSERT INTO {d} VALUES " + ", ".join([row] * n)
                          for n in range(1, self.size + 1)}
         same = " AND ".join(f"{t}.{quote(c)} IS {d}.p{len(update) + j}"
                             for j, c in enumerate(match))
-        self.missed = (f"SELECT seq FROM {d} WHERE NOT EXISTS "
+        self.missed = (f"SELECT rowid - 1 FROM {d} WHERE NOT EXISTS "
                        f"(SELECT 1 FROM {t} WHERE {same} AND {t}.ct_event < 4)")
         self.update = (f"UPDATE {t} SET "
                        + ", ".join(f"{quote(c)} = {d}.p{i}" for i, c in enumerate(update))
@@ -66,11 +69,10 @@ class DestroyBatch:
         conn.execute("PRAGMA temp_store=MEMORY")
         conn.execute(self.create)
 
-    def apply(self, conn: sqlite3.Connection, values: list[list[Any]]) -> list[int]:
-        """Complete the open rows of up to `size` DESTROYs (`values`, one list each, no
-        two of the same flow); return the positions of those that found none."""
-        conn.execute(self._inserts[len(values)],
-                     list(chain.from_iterable([seq, *v] for seq, v in enumerate(values))))
+    def apply(self, conn: sqlite3.Connection, values: list[Sequence[Any]]) -> list[int]:
+        """Complete the open rows of up to `size` DESTROYs (`values`, one sequence each,
+        no two of the same flow); return the positions of those that found none."""
+        conn.execute(self._inserts[len(values)], list(chain.from_iterable(values)))
         missed = sorted(seq for (seq,) in conn.execute(self.missed))
         conn.execute(self.update)
         conn.execute(self.clear)

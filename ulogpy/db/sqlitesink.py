@@ -22,6 +22,7 @@ import os
 import sqlite3
 from collections.abc import Callable, Sequence
 from itertools import chain
+from operator import itemgetter
 
 from ulogpy.core.keys import Key, KeyType
 from ulogpy.core.plugin import Unavailable
@@ -82,6 +83,14 @@ MATCH_COLUMNS = ("oob_family", "orig_ip_saddr_str", "orig_ip_saddr", "orig_ip_da
                  "icmp_code", "icmp_type")
 UPDATE_COLUMNS = ("orig_raw_pktlen", "orig_raw_pktcount", "reply_raw_pktlen",
                   "reply_raw_pktcount", "ct_mark", "flow_end_sec", "flow_end_usec", "ct_event")
+
+
+def values_at(positions: Sequence[int]) -> Callable[[tuple], tuple]:
+    """A row's values at `positions`, as a tuple (itemgetter: one C call, where it gives
+    a tuple, that is for two positions or more)."""
+    if len(positions) >= 2:
+        return itemgetter(*positions)
+    return lambda row: tuple([row[i] for i in positions])
 
 
 def is_row_error(exc: sqlite3.Error) -> bool:
@@ -159,6 +168,9 @@ class SqliteSink:
             raise ColumnError(f"merge_flows needs a ct_event column in `{self.table}'")
         pos = {c: i for i, c in enumerate(cols)}
         match = [c for c in MATCH_COLUMNS if c in pos]
+        if not match:
+            raise ColumnError(f"merge_flows needs the flow's columns in `{self.table}' "
+                              f"(any of {', '.join(MATCH_COLUMNS)})")
         update = [c for c in UPDATE_COLUMNS if c in pos]
         self.event_at = pos["ct_event"]
         self.update = (
@@ -169,6 +181,8 @@ class SqliteSink:
         )
         self.update_params = [pos[c] for c in update] + [pos[c] for c in match]
         self.match_params = [pos[c] for c in match]
+        self.update_values = values_at(self.update_params)
+        self.flow_of = values_at(self.match_params)
         self.destroys = DestroyBatch(self.table, update, match) if sqlitemerge.available() \
             else None
 
@@ -222,10 +236,10 @@ class SqliteSink:
         pending: list[tuple] = []  # rows to insert, in order
         batch: list[tuple] = []  # consecutive DESTROYs, of different flows
         flows: set[tuple] = set()
-        event_at, match, params = self.event_at, self.match_params, self.update_params
+        event_at, flow_of, update_values = self.event_at, self.flow_of, self.update_values
 
         def complete() -> None:
-            missed = batches.apply(conn, [[row[i] for i in params] for row in batch])
+            missed = batches.apply(conn, [update_values(row) for row in batch])
             pending.extend(batch[i] for i in missed)
             batch.clear()
             flows.clear()
@@ -236,7 +250,7 @@ class SqliteSink:
                     complete()
                 pending.append(row)
                 continue
-            flow = tuple([row[i] for i in match])
+            flow = flow_of(row)
             if flow in flows or len(batch) == batches.size:
                 complete()
             if not batch and pending:
@@ -259,7 +273,7 @@ class SqliteSink:
                 if pending:
                     self._insert_rows(conn, pending)
                     pending = []
-                cur = conn.execute(self.update, [row[i] for i in self.update_params])
+                cur = conn.execute(self.update, self.update_values(row))
                 if cur.rowcount > 0:
                     continue
             pending.append(row)
@@ -268,7 +282,7 @@ class SqliteSink:
 
     def _merge_row(self, conn: sqlite3.Connection, row: tuple) -> None:
         if row[self.event_at] == DESTROY:
-            cur = conn.execute(self.update, [row[i] for i in self.update_params])
+            cur = conn.execute(self.update, self.update_values(row))
             if cur.rowcount > 0:
                 return
         conn.execute(self.insert, row)

@@ -86,6 +86,9 @@ CREATE INDEX IF NOT EXISTS ulog2_ct_nat_lookup
 -- @index ulog2_ct_orig_ip_saddr ulog2_ct
 CREATE INDEX IF NOT EXISTS ulog2_ct_orig_ip_saddr ON ulog2_ct (orig_ip_saddr_str);
 -- @index ulog2_ct_flow_start ulog2_ct
+-- Flows by start time (a time window, a retention DELETE).  There is no index on
+-- flow_end_sec: every merged DESTROY changes it, so it moved that flow's entry across
+-- the index, a third of each DESTROY's work in SQLite (100,000 flows in-process: 24.1 us
+-- of CPU per event with it, 18.8 without).  No lookup of ulogpy's uses it; a history
+-- made by an earlier ulogpy keeps its ulog2_ct_flow_end until dropped by hand.
 CREATE INDEX IF NOT EXISTS ulog2_ct_flow_start ON ulog2_ct (flow_start_sec);
--- @index ulog2_ct_flow_end ulog2_ct
-CREATE INDEX IF NOT EXISTS ulog2_ct_flow_end ON ulog2_ct (flow_end_sec);
