@@ -29,6 +29,8 @@ import logging
 import os
 import threading
 from collections.abc import Callable
+from itertools import accumulate, count, repeat
+from operator import add
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,8 @@ _spool_values = compiled.spool_values if compiled is not None else None
 _spool_unhex = compiled.spool_unhex if compiled is not None else None
 
 SEGMENT_BYTES = 16 << 20
+#: Bytes a read takes from a segment at once (`read_lines`).
+READ_BYTES = 1 << 20
 FIRST_SEQ = 1_000_000_000  # room below for segments prepended at shutdown
 _SUFFIX = ".spool"
 
@@ -312,9 +316,13 @@ class Spool:
         return self.decode_lines(self.read_lines(max_rows))
 
     def read_lines(self, max_rows: int) -> list[bytes]:
-        """`read`'s first half: the next lines as stored, not decoded (cheap, so that a
-        caller holding another lock holds it briefly; `decode_lines` then does the rest
-        after that lock is released, in the same thread, before `commit` or `rewind`)."""
+        """`read`'s first half: the next lines as stored, without their newline, not
+        decoded (cheap, so that a caller holding another lock holds it briefly;
+        `decode_lines` then does the rest after that lock is released, in the same
+        thread, before `commit` or `rewind`).
+
+        Read in blocks of `READ_BYTES` and split in C (why: a seek and a readline per
+        line cost about 2 us of the writer's time for each spooled row of a burst)."""
         lines: list[bytes] = []
         with self.lock:
             if self._writer is not None:
@@ -327,16 +335,25 @@ class Spool:
                     self._rfile = open(self._path(seq), "rb")
                     self._rfile_seq = seq
                 self._rfile.seek(self._roff)
-                line = self._rfile.readline()
-                if not line.endswith(b"\n"):
+                data = self._rfile.read(READ_BYTES)
+                cut = data.rfind(b"\n") + 1
+                if not cut and len(data) == READ_BYTES:  # one line longer than a block
+                    data += self._rfile.readline()
+                    cut = len(data) if data.endswith(b"\n") else 0
+                if not cut:  # the segment's end (or a partial line): the next one, if any
                     nxt = self._next_seq(seq)
                     if nxt is None:
                         break
                     self._rseq, self._roff = nxt, self.starts.get(nxt, 0)
                     continue
-                self._roff += len(line)
-                lines.append(line)
-                self._ends.append((seq, self._roff))
+                got = data[:cut].split(b"\n")
+                got.pop()  # the empty piece after the last newline
+                del got[max_rows - len(lines):]
+                # each line's end: its start, the lengths so far, one newline each
+                ends = list(map(add, accumulate(map(len, got)), count(self._roff + 1)))
+                lines += got
+                self._ends += zip(repeat(seq), ends)
+                self._roff = ends[-1]
             self._read_end = (self._rseq, self._roff) if self._rseq is not None else None
         return lines
 
