@@ -112,6 +112,27 @@ def test_hwhdr_random_same_as_ulogd(record: dict) -> None:
     check_hwhdr(record)
 
 
+@FAST
+@given(st.lists(hwhdr_records(), min_size=1, max_size=6), st.randoms())
+def test_hwhdr_remembered_headers_give_what_a_fresh_instance_gives(records, rng) -> None:
+    """The memo of texts per header: records seen again (any order, bytes-like values
+    too) get the same keys, in the same order, the same result and the same counts."""
+    warm, fresh_counts = HWHDR("warm", None), HWHDR("counts", None)
+    seen = records + [dict(r) for r in records]
+    rng.shuffle(seen)
+    for record in seen:
+        if "raw.mac" in record and rng.random() < 0.2:
+            record = {**record, "raw.mac": bytearray(record["raw.mac"])}
+        elif "raw.mac" in record and rng.random() < 0.2:  # short for Ethernet: counted
+            record = {**record, "raw.type": 1, "raw.mac": record["raw.mac"][:10]}
+        mine, theirs = dict(record), dict(record)
+        assert warm.interp(mine) == HWHDR("fresh", None).interp(theirs)
+        assert list(mine.items()) == list(theirs.items())
+        fresh_counts.interp(dict(record))
+        fresh_counts.memo.clear()
+    assert warm.counters.snapshot() == fresh_counts.counters.snapshot()
+
+
 def test_hwhdr_hides_upstream_raw_type_it_does_not_set() -> None:
     """A consumer of raw.type binds to HWHDR's, which ulogd leaves unset without a header."""
     record = {"oob.protocol": 0x0800, "raw.type": 1}
