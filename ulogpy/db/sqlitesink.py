@@ -51,7 +51,7 @@ CACHE_KIB = 32768
 SQLITE_BATCH_ROWS = 5000
 #: Longest wait for a full batch (`batch_rows`) before committing what came (SQLITE3's
 #: `batching`).  Why: each commit writes every page it changed to the WAL, and a flow
-#: history's rows change pages of six B-trees, so the pages per row grow as the
+#: history's rows change pages of five B-trees, so the pages per row grow as the
 #: transactions shrink.  Measured on 100,000 flows (NEW, then DESTROY merged in),
 #: ext4: 10-row transactions cost 1.86 pwrite64 and 24.6 us of system time per row,
 #: 50-row 0.69 and 7.2, 500-row 0.21 and 2.9 (0.07 pread64 per row in all).  A writer
