@@ -42,6 +42,7 @@ def _open(directory: Path) -> Spool:
 def test_rows_come_back_once_and_in_order(tmp_path_factory, monkeypatch, read_bytes,
                                           ops) -> None:
     monkeypatch.setattr(spool_module, "READ_BYTES", read_bytes)
+    monkeypatch.setattr(spool_module, "LINE_GUESS", 8)  # reads of a few rows: small too
     directory = tmp_path_factory.mktemp("spool") / "out"
     spool = _open(directory)
     rows: list[str] = []   # every row appended, in order

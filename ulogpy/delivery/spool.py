@@ -45,6 +45,9 @@ _spool_unhex = compiled.spool_unhex if compiled is not None else None
 SEGMENT_BYTES = 16 << 20
 #: Bytes a read takes from a segment at once (`read_lines`).
 READ_BYTES = 1 << 20
+#: Bytes a line is assumed to take when sizing a read for a few rows (a conntrack
+#: record's line is about 600; a longer line is read to its end all the same).
+LINE_GUESS = 2048
 FIRST_SEQ = 1_000_000_000  # room below for segments prepended at shutdown
 _SUFFIX = ".spool"
 
@@ -335,9 +338,11 @@ class Spool:
                     self._rfile = open(self._path(seq), "rb")
                     self._rfile_seq = seq
                 self._rfile.seek(self._roff)
-                data = self._rfile.read(READ_BYTES)
+                # (a block for the rows still wanted: a small read reads little)
+                block = min(READ_BYTES, (max_rows - len(lines)) * LINE_GUESS)
+                data = self._rfile.read(block)
                 cut = data.rfind(b"\n") + 1
-                if not cut and len(data) == READ_BYTES:  # one line longer than a block
+                if not cut and len(data) == block:  # one line longer than the block
                     data += self._rfile.readline()
                     cut = len(data) if data.endswith(b"\n") else 0
                 if not cut:  # the segment's end (or a partial line): the next one, if any
