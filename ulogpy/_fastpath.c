@@ -1936,7 +1936,9 @@ static PyObject *RowBuild_call(RowBuild *self, PyObject *args, PyObject *kw)
             cell = Py_NewRef(value);
         } else {
             if (PyErr_Occurred()) { Py_DECREF(row); return NULL; }
+            Py_INCREF(value);  /* (borrowed from the record, which Python code may change) */
             cell = PyObject_CallOneArg(PyTuple_GET_ITEM(self->renders, i), value);
+            Py_DECREF(value);
             if (cell == NULL) { Py_DECREF(row); return NULL; }
         }
         PyTuple_SET_ITEM(row, i, cell);
