@@ -179,10 +179,9 @@ class SqliteSink:
             + " WHERE " + " AND ".join(f"{quote(c)} IS ?" for c in match)
             + " AND ct_event < 4"
         )
-        self.update_params = [pos[c] for c in update] + [pos[c] for c in match]
-        self.match_params = [pos[c] for c in match]
-        self.update_values = values_at(self.update_params)
-        self.flow_of = values_at(self.match_params)
+        #: A row's values for `self.update` (its SET, then its WHERE); its flow.
+        self.update_values = values_at([pos[c] for c in update] + [pos[c] for c in match])
+        self.flow_of = values_at([pos[c] for c in match])
         self.destroys = DestroyBatch(self.table, update, match) if sqlitemerge.available() \
             else None
 
